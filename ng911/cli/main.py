@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _subcommands() -> list:  # type: ignore[type-arg]
-    return []
+    from ng911.cli import ua_cmd
+
+    return [ua_cmd]
 
 
 def main(argv: list[str] | None = None) -> int:

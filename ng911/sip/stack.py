@@ -1,0 +1,120 @@
+"""The Twisted shell around the sans-I/O SIP core: sockets in, sockets out, one timer.
+
+    bytes ─TransportManager→ parse_message → stamp_received → UserAgent.receive
+    UserAgent → port.send(message, dest) → TransportManager.send / send_response
+    after every input: one reactor.callLater for UserAgent.next_deadline() (aioquic pattern)
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ng911.sip.badrequest import best_effort_400
+from ng911.sip.message import Request, Response, parse_message
+from ng911.sip.errors import SipParseError
+from ng911.sip.transport.flow import Destination, Flow, TransportError
+from ng911.sip.transport.manager import TransportManager
+from ng911.sip.transport.rules import destination_for_request, stamp_received
+from ng911.sip.ua import UaConfig, UaHandler, UserAgent
+from ng911.sip.uri import Uri
+
+log = logging.getLogger("ng911.sip.stack")
+
+
+class SipStack:
+    def __init__(
+        self,
+        reactor: Any,
+        handler: UaHandler,
+        *,
+        host: str = "127.0.0.1",
+        udp_port: int | None = 5060,
+        tcp_port: int | None = 5060,
+        config: UaConfig | None = None,
+        trace: bool = False,
+    ) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.trace = trace
+        self.manager = TransportManager(reactor, self._on_bytes, self._on_transport_error, trace=trace)
+        self.ua = UserAgent(self, reactor, handler, config)
+        self.ports: dict[str, int] = {}
+        self._want = {"UDP": udp_port, "TCP": tcp_port}
+        self._timer: Any = None
+        self._timer_at: float | None = None
+        self.parse_errors = 0
+
+    def listen(self) -> None:
+        udp, tcp = self._want["UDP"], self._want["TCP"]
+        if udp is not None:
+            self.ports["UDP"] = self.manager.listen_udp(self.host, udp).getHost().port
+        if tcp is not None:
+            port = tcp if tcp != 0 or udp is None else self.ports["UDP"]
+            self.ports["TCP"] = self.manager.listen_tcp(self.host, port).getHost().port
+
+    def stop(self) -> Any:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        return self.manager.stop()
+
+    # --- UaPort --------------------------------------------------------------------------
+    def send(self, message: Request | Response, dest: Any) -> None:
+        if self.trace:
+            log.debug("send to %s:\n%s", dest, message.to_bytes().decode("utf-8", "replace"))
+        if isinstance(message, Response):
+            self.manager.send_response(message, dest if isinstance(dest, Flow) else None)
+        else:
+            self.manager.send(message.to_bytes(), dest)
+        self.wake()
+
+    def destination(self, request: Request, next_hop: Uri) -> Destination:
+        return destination_for_request(request, next_hop)
+
+    def local_address(self, dest: Any) -> tuple[str, str, int]:
+        transport = getattr(dest, "transport", "UDP") or "UDP"
+        port = self.ports.get(transport) or self.ports.get("UDP") or 5060
+        return transport, self.host, port
+
+    # --- transport callbacks ---------------------------------------------------------------
+    def _on_bytes(self, data: bytes, flow: Flow) -> None:
+        try:
+            msg = parse_message(data)
+        except SipParseError as exc:
+            self.parse_errors += 1
+            log.info("unparseable message from %s: %s", flow, exc.reason)
+            reply = best_effort_400(data, exc.reason)
+            if reply is not None:
+                self.manager.send(reply, flow)
+            return
+        if msg.is_request:
+            try:
+                msg = stamp_received(msg, flow)
+            except SipParseError as exc:
+                log.info("bad Via from %s: %s", flow, exc.reason)
+                return
+        self.ua.receive(msg, flow)
+        self.wake()
+
+    def _on_transport_error(self, flow: Flow, error: TransportError) -> None:
+        log.info("transport error on %s: %s", flow, error)
+        self.ua.transport_error(flow, str(error))
+        self.ua.transport_error(flow.destination if hasattr(flow, "destination") else flow, str(error))
+        self.wake()
+
+    # --- the one timer -------------------------------------------------------------------------
+    def wake(self) -> None:
+        deadline = self.ua.next_deadline()
+        if deadline is None:
+            return
+        if self._timer is not None and self._timer.active():
+            if self._timer_at is not None and self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.reactor.callLater(max(0.0, deadline - self.reactor.seconds()), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.ua.on_timer()
+        self.wake()

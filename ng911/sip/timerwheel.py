@@ -1,0 +1,64 @@
+"""A tiny deadline queue for the UA core: schedule callbacks at absolute times, no I/O.
+
+The shell asks `next_deadline()` after every input and arms one reactor timer for it (STYLE
+habit 3); `fire(now)` runs what is due. Cancellation is lazy (a cancelled entry is skipped
+when it surfaces), so scheduling and cancelling are O(log n) and O(1).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Callable
+
+
+class TimerHandle:
+    __slots__ = ("deadline", "callback", "cancelled")
+
+    def __init__(self, deadline: float, callback: Callable[[float], None]) -> None:
+        self.deadline = deadline
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.callback = _noop  # drop references early: less garbage kept alive
+
+
+def _noop(now: float) -> None:
+    return None
+
+
+class TimerWheel:
+    def __init__(self, on_schedule: Callable[[], None] | None = None) -> None:
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+        self._on_schedule = on_schedule  # the shell re-arms its one reactor timer
+
+    def call_at(self, deadline: float, callback: Callable[[float], None]) -> TimerHandle:
+        handle = TimerHandle(deadline, callback)
+        heapq.heappush(self._heap, (deadline, next(self._seq), handle))
+        if self._on_schedule is not None:
+            self._on_schedule()
+        return handle
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def fire(self, now: float) -> int:
+        """Run every callback due at ``now``; return how many ran."""
+        ran = 0
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, handle = heapq.heappop(heap)
+            if handle.cancelled:
+                continue
+            handle.cancelled = True
+            handle.callback(now)
+            ran += 1
+        return ran
+
+    def __len__(self) -> int:
+        return sum(1 for _, _, h in self._heap if not h.cancelled)

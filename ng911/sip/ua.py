@@ -1,0 +1,1006 @@
+"""The UA core (RFC 3261 §8, §12–§15) with 100rel (RFC 3262), UPDATE (RFC 3311) and session
+timers (RFC 4028). Sans-I/O: time comes from an injected clock, bytes leave through an injected
+port; the Twisted shell (`ng911.sip.stack`) only moves them.
+
+It sits on the transaction layer and gives the application INVITE sessions — the same object
+for both roles, as in reSIProcate's DUM — and a handler interface of neutral events. The call
+controller (two sessions per call) is built on exactly this.
+
+UAS session:  INCOMING ─ring()→ EARLY ─answer()→ ANSWERED(2xx retransmitted) ─ACK→ CONFIRMED
+UAC session:  CALLING ─1xx→ EARLY ─2xx→ CONFIRMED (ACK sent; by the app for a delayed offer)
+any state ─BYE / CANCEL / failure→ TERMINATED
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from ng911.sip.builders import make_response, new_branch, new_call_id, new_tag
+from ng911.sip.dialog import CONFIRMED, EARLY, TERMINATED, Dialog, DialogError
+from ng911.sip.errors import SipParseError
+from ng911.sip.headers import NameAddr, Via
+from ng911.sip.message import Headers, Request, Response, missing_mandatory
+from ng911.sip.timers import TimerConfig
+from ng911.sip.timerwheel import TimerHandle, TimerWheel
+from ng911.sip.transaction.actions import (
+    CancelRequest,
+    MergedRequest,
+    Send,
+    ToTU,
+    TransactionTerminated,
+    TransactionTimeout,
+    TransportError,
+)
+from ng911.sip.transaction.errors import LocalProtocolError
+from ng911.sip.transaction.layer import TransactionLayer
+from ng911.sip.uri import SipUri, Uri, parse_uri
+
+log = logging.getLogger("ng911.sip.ua")
+
+ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK", "UPDATE", "INFO", "REFER", "NOTIFY", "MESSAGE")
+SUPPORTED = ("100rel", "timer", "replaces")
+KNOWN_NOT_ALLOWED = ("REGISTER", "SUBSCRIBE", "PUBLISH")
+
+# session states
+INCOMING, CALLING, SESSION_EARLY, ANSWERED, SESSION_CONFIRMED, SESSION_TERMINATED = (
+    "incoming",
+    "calling",
+    "early",
+    "answered",
+    "confirmed",
+    "terminated",
+)
+
+
+class Clock(Protocol):
+    def seconds(self) -> float: ...
+
+
+class UaPort(Protocol):
+    """What the UA core needs from its shell."""
+
+    def send(self, message: Request | Response, dest: Any) -> None: ...
+
+    def destination(self, request: Request, next_hop: Uri) -> Any: ...
+
+    def local_address(self, dest: Any) -> tuple[str, str, int]:
+        """(transport, host, port) to put in Via/Contact for a message to ``dest``."""
+        ...
+
+
+class UaHandler:
+    """Application callbacks. Override what you need; the defaults keep a UA polite."""
+
+    def on_invite(self, session: Session, request: Request) -> None:
+        session.reject(480)
+
+    def on_provisional(self, session: Session, response: Response) -> None: ...
+
+    def on_answered(self, session: Session, response: Response) -> None: ...
+
+    def on_failed(self, session: Session, response: Response | None, reason: str) -> None: ...
+
+    def on_confirmed(self, session: Session, ack: Request | None) -> None: ...
+
+    def on_reinvite(self, session: Session, request: Request) -> None:
+        session.accept_update(session.local_sdp if request.body else session.local_sdp)
+
+    def on_update(self, session: Session, request: Request) -> None:
+        session.accept_update(session.local_sdp if request.body else None)
+
+    def on_reinvite_answered(self, session: Session, response: Response) -> None: ...
+
+    def on_terminated(self, session: Session, reason: str) -> None: ...
+
+    def on_cancelled(self, session: Session, request: Request) -> None: ...
+
+    def on_request(self, session: Session | None, request: Request, reply: Callable[..., None]) -> None:
+        """Other requests (INFO, MESSAGE, REFER, NOTIFY, out-of-dialog non-INVITE)."""
+        reply(200 if session is not None or request.method in ("MESSAGE", "INFO") else 405)
+
+
+@dataclass
+class UaConfig:
+    user: str = "ng911"
+    user_agent: str = "ng911"
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    session_expires: int = 1800  # RFC 4028 default interval we ask for
+    min_se: int = 90
+    prefer_100rel: bool = True  # send reliable provisionals when the peer supports them
+
+
+@dataclass
+class _ClientCtx:
+    request: Request
+    dest: Any
+    on_response: Callable[[Response], None]
+    on_failure: Callable[[str], None]
+
+
+class UserAgent:
+    def __init__(self, port: UaPort, clock: Clock, handler: UaHandler | None = None, config: UaConfig | None = None):
+        self.port = port
+        self.clock = clock
+        self.handler = handler or UaHandler()
+        self.config = config or UaConfig()
+        self.layer = TransactionLayer(self.config.timers)
+        self.timers = TimerWheel(getattr(port, "wake", None))
+        self.dialogs: dict[tuple[str, str, str], Session] = {}
+        self.sessions_by_invite: dict[Any, Session] = {}  # server tsx key → UAS session
+        self._early: dict[tuple[str, str], Session] = {}  # (Call-ID, local tag) → UAC session
+        self._clients: dict[Any, _ClientCtx] = {}
+        self.stats = {"received": 0, "bad_requests": 0, "dropped": 0}
+
+    # --- shell entry points -----------------------------------------------------------
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    def next_deadline(self) -> float | None:
+        a, b = self.layer.next_deadline(), self.timers.next_deadline()
+        if a is None:
+            return b
+        return a if b is None else min(a, b)
+
+    def on_timer(self) -> None:
+        now = self.now()
+        self._perform(self.layer.on_timer(now))
+        self.timers.fire(now)
+
+    def receive(self, msg: Request | Response, source: Any) -> None:
+        """A parsed message from the transport (after received/rport stamping)."""
+        self.stats["received"] += 1
+        missing = missing_mandatory(msg)
+        if missing:
+            self._reject_malformed(msg, source, f"Missing {missing} header")
+            return
+        try:
+            actions = self.layer.receive(msg, source, self.now())
+        except SipParseError as exc:
+            self._reject_malformed(msg, source, exc.reason)
+            return
+        self._perform(actions)
+
+    def transport_error(self, dest: Any, reason: str) -> None:
+        """The transport could not deliver to ``dest``: fail the transactions bound to it."""
+        for key, ctx in list(self._clients.items()):
+            if ctx.dest == dest:
+                self._perform(self.layer.transport_error(key, self.now()))
+
+    def _reject_malformed(self, msg: Request | Response, source: Any, reason: str) -> None:
+        if not msg.is_request or msg.method == "ACK" or "via" not in msg.headers:  # type: ignore[attr-defined]
+            self.stats["dropped"] += 1
+            return
+        self.stats["bad_requests"] += 1
+        log.info("bad request from %s: %s", source, reason)
+        try:
+            self.port.send(make_response(msg, 400, reason), source)  # type: ignore[arg-type]
+        except SipParseError:
+            self.stats["dropped"] += 1
+
+    def _perform(self, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self.port.send(action.message, action.dest)
+            elif isinstance(action, ToTU):
+                self._to_tu(action)
+            elif isinstance(action, CancelRequest):
+                self._on_cancel(action)
+            elif isinstance(action, MergedRequest):
+                self.respond(action.key, make_response(action.message, 482))
+            elif isinstance(action, TransactionTerminated):
+                self._clients.pop(action.key, None)
+                self.sessions_by_invite.pop(action.key, None)
+
+    def _to_tu(self, action: ToTU) -> None:
+        msg = action.message
+        if isinstance(msg, Request):
+            try:
+                self._on_request(msg, action.key, action.source)
+            except (SipParseError, DialogError) as exc:
+                if msg.method != "ACK" and action.key is not None:
+                    status = getattr(exc, "status", 400)
+                    self.respond(action.key, make_response(msg, status, getattr(exc, "reason", str(exc))))
+            return
+        if isinstance(msg, Response):
+            if action.key is None:
+                self._on_stray_response(msg)
+                return
+            ctx = self._clients.get(action.key)
+            if ctx is not None:
+                if msg.status >= 200 and not (msg.cseq.method == "INVITE" and msg.status < 300):
+                    self._clients.pop(action.key, None)
+                ctx.on_response(msg)
+            return
+        ctx = self._clients.pop(action.key, None)
+        if ctx is not None:
+            reason = "timeout" if isinstance(msg, TransactionTimeout) else "transport error"
+            ctx.on_failure(reason)
+        elif action.key in self.sessions_by_invite and isinstance(msg, TransactionTimeout):
+            # Timer H (no ACK for our non-2xx): nothing more to do.
+            self.sessions_by_invite.pop(action.key, None)
+
+    # --- sending --------------------------------------------------------------------
+    def respond(self, key: Any, response: Response) -> None:
+        self._perform(self.layer.send_response(key, response, self.now()))
+
+    def send_request(
+        self,
+        request: Request,
+        on_response: Callable[[Response], None],
+        on_failure: Callable[[str], None],
+        dest: Any = None,
+    ) -> Any:
+        """Add Via (and Contact for dialog-creating/target-refresh requests) and send."""
+        if dest is None:
+            next_hop = request.routes[0].uri if request.routes else request.uri
+            dest = self.port.destination(request, next_hop)
+        transport, host, port = self.port.local_address(dest)
+        via = Via(transport, host, port, (("branch", new_branch()), ("rport", None)))
+        headers = request.headers.prepend("Via", str(via))
+        if request.method in ("INVITE", "UPDATE", "SUBSCRIBE", "REFER", "NOTIFY") and "contact" not in headers:
+            headers = headers.add("Contact", f"<{self.contact_uri(transport, host, port)}>")
+        if "user-agent" not in headers:
+            headers = headers.add("User-Agent", self.config.user_agent)
+        request = request.replace(headers=headers)
+        key, actions = self.layer.send_request(request, dest, _is_reliable(dest), self.now())
+        self._clients[key] = _ClientCtx(request, dest, on_response, on_failure)
+        self._perform(actions)
+        return key
+
+    def contact_uri(self, transport: str, host: str, port: int) -> SipUri:
+        params = (("transport", transport.lower()),) if transport != "UDP" else ()
+        return SipUri("sip", self.config.user, None, host, port, params)
+
+    def send_ack(self, ack: Request, dest: Any) -> None:
+        """ACK for a 2xx: end to end, outside any transaction (§13.2.2.4)."""
+        self.port.send(ack, dest)
+
+    # --- UAC ------------------------------------------------------------------------
+    def invite(
+        self,
+        target: str | Uri,
+        *,
+        from_uri: str,
+        to_uri: str | None = None,
+        sdp: bytes | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+        body: bytes | None = None,
+        content_type: str = "application/sdp",
+        call_id: str | None = None,
+        session_timer: bool = True,
+        dest: Any = None,
+    ) -> Session:
+        """Start an outgoing INVITE session. ``sdp`` None: delayed offer (answer in our ACK)."""
+        uri = parse_uri(target) if isinstance(target, str) else target
+        host = uri.host if isinstance(uri, SipUri) else "ng911.invalid"
+        tag = new_tag()
+        payload = body if body is not None else (sdp or b"")
+        items = [
+            ("Max-Forwards", "70"),
+            ("From", f"{from_uri};tag={tag}"),
+            ("To", to_uri or f"<{uri}>"),
+            ("Call-ID", call_id or new_call_id(host)),
+            ("CSeq", "1 INVITE"),
+            ("Allow", ", ".join(ALLOW)),
+            ("Supported", ", ".join(SUPPORTED)),
+        ]
+        if session_timer:
+            items += [("Session-Expires", str(self.config.session_expires)), ("Min-SE", str(self.config.min_se))]
+        items.extend(headers)
+        if payload:
+            items.append(("Content-Type", content_type))
+        request = Request("INVITE", uri, Headers(items), payload)
+        session = Session(self, role="uac", invite=request)
+        session.local_sdp = sdp
+        session.dest = dest
+        self._early[(request.call_id, tag)] = session
+        session._send_invite(request)
+        return session
+
+    def _on_stray_response(self, response: Response) -> None:
+        # A 2xx retransmission (or a 2xx from another fork) after the INVITE tsx ended.
+        if response.cseq.method != "INVITE" or not 200 <= response.status < 300:
+            return
+        session = self.dialogs.get((response.call_id, response.from_.tag or "", response.to.tag or ""))
+        if session is not None and session.last_ack is not None:
+            self.send_ack(session.last_ack, session.dest)
+            return
+        early = self._early.get((response.call_id, response.from_.tag or ""))
+        if early is not None and early.dialog is not None and early.dialog.remote_tag != response.to.tag:
+            # §13.2.2.4: a second fork answered: ACK it and BYE it.
+            early._ack_and_bye_fork(response)
+
+    # --- UAS ------------------------------------------------------------------------
+    def _on_request(self, request: Request, key: Any, source: Any) -> None:
+        method = request.method
+        to_tag = request.to.tag
+        if to_tag:
+            session = self.dialogs.get((request.call_id, to_tag, request.from_.tag or ""))
+            if method == "ACK":
+                if session is not None:
+                    session._on_ack(request)
+                return
+            if session is None:
+                self.respond(key, make_response(request, 481))
+                return
+            session.dialog.check_request(request)  # type: ignore[union-attr]
+            session._on_in_dialog_request(request, key, source)
+            return
+        if method == "ACK":
+            return  # ACK for a non-2xx is absorbed by the transaction; stray ones dropped
+        if method == "INVITE":
+            self._on_new_invite(request, key, source)
+        elif method == "OPTIONS":
+            self.respond(key, self._options_response(request))
+        elif method in ("BYE", "PRACK", "UPDATE"):
+            self.respond(key, make_response(request, 481))
+        elif method in ALLOW:
+            self.handler.on_request(None, request, self._replier(request, key))
+        elif method in KNOWN_NOT_ALLOWED:
+            self.respond(key, make_response(request, 405, headers=[("Allow", ", ".join(ALLOW))]))
+        else:
+            self.respond(key, make_response(request, 501, headers=[("Allow", ", ".join(ALLOW))]))
+
+    def _replier(self, request: Request, key: Any) -> Callable[..., None]:
+        def reply(status: int, reason: str | None = None, headers=(), body: bytes = b"", content_type=None) -> None:  # type: ignore[no-untyped-def]
+            tag = request.to.tag or new_tag()
+            self.respond(key, make_response(request, status, reason, to_tag=tag, headers=headers, body=body, content_type=content_type))
+
+        return reply
+
+    def _options_response(self, request: Request) -> Response:
+        return make_response(
+            request,
+            200,
+            to_tag=new_tag(),
+            headers=[
+                ("Allow", ", ".join(ALLOW)),
+                ("Accept", "application/sdp, application/pidf+xml, multipart/mixed"),
+                ("Supported", ", ".join(SUPPORTED)),
+                ("User-Agent", self.config.user_agent),
+            ],
+        )
+
+    def _on_new_invite(self, request: Request, key: Any, source: Any) -> None:
+        require = request.header_tokens("Require")
+        unsupported = require - set(SUPPORTED)
+        if unsupported:
+            self.respond(key, make_response(request, 420, headers=[("Unsupported", ", ".join(sorted(unsupported)))]))
+            return
+        se = _session_expires(request)
+        if se is not None and se[0] < self.config.min_se:
+            self.respond(key, make_response(request, 422, headers=[("Min-SE", str(self.config.min_se))]))
+            return
+        session = Session(self, role="uas", invite=request)
+        session.invite_key = key
+        session.source = source
+        session.dest = source
+        session.remote_sdp = request.body if _is_sdp(request) else None
+        self.sessions_by_invite[key] = session
+        self.handler.on_invite(session, request)
+
+    def _on_cancel(self, action: CancelRequest) -> None:
+        self.respond(action.key, make_response(action.message, 200 if action.invite_key is not None else 481))
+        if action.invite_key is None or not action.invite_pending:
+            return
+        session = self.sessions_by_invite.get(action.invite_key)
+        if session is not None and session.state in (INCOMING, SESSION_EARLY):
+            session._final(487)
+            self.handler.on_cancelled(session, action.message)
+            session._terminate("cancelled")
+
+
+def _is_reliable(dest: Any) -> bool:
+    return bool(getattr(dest, "is_reliable", False))
+
+
+def _is_sdp(msg: Request | Response) -> bool:
+    ctype = msg.content_type
+    return bool(msg.body) and ctype is not None and ctype.split(";")[0].strip().lower() == "application/sdp"
+
+
+def _session_expires(msg: Request | Response) -> tuple[int, str | None] | None:
+    value = msg.headers.get("Session-Expires")
+    if value is None:
+        return None
+    head, _, params = value.partition(";")
+    if not head.strip().isdigit():
+        raise SipParseError("Bad Session-Expires")
+    refresher = None
+    for p in params.split(";"):
+        name, _, v = p.partition("=")
+        if name.strip().lower() == "refresher":
+            refresher = v.strip().lower()
+    return int(head), refresher
+
+
+class Session:
+    """One INVITE-created session (a dialog plus its offer/answer and timers)."""
+
+    def __init__(self, ua: UserAgent, *, role: str, invite: Request) -> None:
+        self.ua = ua
+        self.role = role
+        self.invite = invite
+        self.state = CALLING if role == "uac" else INCOMING
+        self.dialog: Dialog | None = None
+        self.local_sdp: bytes | None = None
+        self.remote_sdp: bytes | None = None
+        self.invite_key: Any = None
+        self.source: Any = None
+        self.dest: Any = None
+        self.last_ack: Request | None = None
+        self.user_data: dict[str, Any] = {}
+        self.terminated_reason: str | None = None
+        # UAS 2xx retransmission (§13.3.1.4) and reliable provisionals (RFC 3262)
+        self._final_2xx: Response | None = None
+        self._retx: TimerHandle | None = None
+        self._rseq = 0
+        self._unacked_prov: tuple[int, Response] | None = None
+        self._prov_retx: TimerHandle | None = None
+        self._prack_rseq: int = 0  # UAC: last RSeq we PRACKed
+        # re-INVITE / UPDATE handling
+        self._pending_in: tuple[Request, Any] | None = None  # incoming re-INVITE/UPDATE to answer
+        self._reinvite_out = False
+        self._reinvite_final: Response | None = None
+        self._reinvite_retx: TimerHandle | None = None
+        # RFC 4028
+        self.session_interval: int | None = None
+        self.refresher: str | None = None  # "uac" | "uas"
+        self._st_timer: TimerHandle | None = None
+        self._cancel_requested = False
+
+    def __repr__(self) -> str:
+        return f"<Session {self.role} {self.invite.call_id} {self.state}>"
+
+    @property
+    def call_id(self) -> str:
+        return self.invite.call_id
+
+    @property
+    def we_refresh(self) -> bool:
+        return self.refresher is not None and self.refresher == self.role
+
+    # --- UAS side -------------------------------------------------------------------
+    def _local_tag(self) -> str:
+        if self.dialog is None:
+            tag = new_tag()
+            self.dialog = Dialog.from_uas_request(self.invite, tag)
+            self.ua.dialogs[self.dialog.id] = self
+        return self.dialog.local_tag
+
+    def _contact(self) -> str:
+        transport, host, port = self.ua.port.local_address(self.source)
+        return f"<{self.ua.contact_uri(transport, host, port)}>"
+
+    def ring(self, status: int = 180, sdp: bytes | None = None, *, reliable: bool | None = None) -> None:
+        if self.state not in (INCOMING, SESSION_EARLY):
+            return
+        tag = self._local_tag()
+        headers: list[tuple[str, str]] = [("Contact", self._contact())]
+        peer = self.invite.header_tokens("Supported") | self.invite.header_tokens("Require")
+        if reliable is None:
+            reliable = self.ua.config.prefer_100rel and "100rel" in peer and sdp is not None
+        if reliable and "100rel" in peer and self._unacked_prov is None:
+            self._rseq += 1
+            headers += [("Require", "100rel"), ("RSeq", str(self._rseq))]
+        else:
+            reliable = False
+        if sdp is not None:
+            self.local_sdp = sdp
+        response = make_response(
+            self.invite, status, to_tag=tag, headers=headers, body=sdp or b"", content_type="application/sdp" if sdp else None
+        )
+        self.state = SESSION_EARLY
+        self.ua.respond(self.invite_key, response)
+        if reliable:
+            self._unacked_prov = (self._rseq, response)
+            self._arm_prov_retx(self.ua.config.timers.t1, self.ua.now())
+
+    def _arm_prov_retx(self, interval: float, now: float) -> None:
+        t = self.ua.config.timers
+        started = now
+
+        def retx(at: float, interval: float = interval) -> None:
+            if self._unacked_prov is None or self.state != SESSION_EARLY:
+                return
+            if at - started >= 64 * t.t1:
+                # RFC 3262 §3: no PRACK: reject the INVITE.
+                self._unacked_prov = None
+                self._final(504, "No PRACK")
+                self._terminate("no PRACK")
+                return
+            self.ua.port.send(self._unacked_prov[1], self.source)
+            nxt = min(interval * 2, t.t2)
+            self._prov_retx = self.ua.timers.call_at(at + nxt, lambda a: retx(a, nxt))
+
+        self._prov_retx = self.ua.timers.call_at(now + interval, retx)
+
+    def answer(self, sdp: bytes | None, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Accept the INVITE with 200 (SDP: our answer, or our offer when the INVITE had none)."""
+        if self.state not in (INCOMING, SESSION_EARLY):
+            return
+        tag = self._local_tag()
+        if sdp is not None:
+            self.local_sdp = sdp
+        extra: list[tuple[str, str]] = [
+            ("Contact", self._contact()),
+            ("Allow", ", ".join(ALLOW)),
+            ("Supported", ", ".join(SUPPORTED)),
+        ]
+        extra += self._session_timer_headers_for_2xx()
+        extra += list(headers)
+        response = make_response(
+            self.invite, 200, to_tag=tag, headers=extra, body=sdp or b"", content_type="application/sdp" if sdp else None
+        )
+        self._unacked_prov = None
+        self.state = ANSWERED
+        assert self.dialog is not None
+        self.dialog.state = CONFIRMED
+        self._final_2xx = response
+        self.ua.respond(self.invite_key, response)
+        self._start_2xx_retx(response, lambda: self._ack_timeout())
+
+    def _session_timer_headers_for_2xx(self) -> list[tuple[str, str]]:
+        se = _session_expires(self.invite)
+        peer_supports = "timer" in (self.invite.header_tokens("Supported") | self.invite.header_tokens("Require"))
+        if se is None:
+            # The UAC did not ask; we may still run the timer and refresh ourselves (§9).
+            interval, refresher = self.ua.config.session_expires, "uas"
+        else:
+            interval, refresher = se[0], se[1] or ("uac" if peer_supports else "uas")
+        if not peer_supports:
+            refresher = "uas"
+        self.session_interval, self.refresher = interval, refresher
+        out = [("Session-Expires", f"{interval};refresher={refresher}")]
+        if peer_supports:
+            out.append(("Require", "timer"))
+        return out
+
+    def _start_2xx_retx(self, response: Response, on_timeout: Callable[[], None]) -> None:
+        t = self.ua.config.timers
+        if _is_reliable(self.source):
+            # Still bounded: no ACK within 64*T1 ends the session.
+            self._retx = self.ua.timers.call_at(self.ua.now() + 64 * t.t1, lambda at: on_timeout())
+            return
+        started = self.ua.now()
+
+        def retx(at: float, interval: float) -> None:
+            if at - started >= 64 * t.t1:
+                on_timeout()
+                return
+            self.ua.port.send(response, self.source)
+            nxt = min(interval * 2, t.t2)
+            self._retx = self.ua.timers.call_at(at + nxt, lambda a: retx(a, nxt))
+
+        self._retx = self.ua.timers.call_at(started + t.t1, lambda a: retx(a, t.t1))
+
+    def _ack_timeout(self) -> None:
+        log.info("no ACK for 2xx on %s: ending session", self.call_id)
+        self._retx = None
+        self.bye(reason="no ACK")
+
+    def reject(self, status: int, reason: str | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        if self.state not in (INCOMING, SESSION_EARLY):
+            return
+        self._final(status, reason, headers)
+        self._terminate(f"rejected {status}")
+
+    def _final(self, status: int, reason: str | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        tag = self.dialog.local_tag if self.dialog else new_tag()
+        self.ua.respond(self.invite_key, make_response(self.invite, status, reason, to_tag=tag, headers=headers))
+
+    def _on_ack(self, ack: Request) -> None:
+        if self._reinvite_final is not None and ack.cseq.seq != self.invite.cseq.seq:
+            self._stop(self._reinvite_retx)
+            self._reinvite_final = None
+            if ack.body:
+                self.remote_sdp = ack.body
+            return
+        if self.state != ANSWERED:
+            return
+        self._stop(self._retx)
+        self._retx = None
+        if ack.body and _is_sdp(ack):
+            self.remote_sdp = ack.body
+        self.state = SESSION_CONFIRMED
+        self._start_session_timer()
+        self.ua.handler.on_confirmed(self, ack)
+
+    # --- in-dialog requests we receive ----------------------------------------------
+    def _on_in_dialog_request(self, request: Request, key: Any, source: Any) -> None:
+        method = request.method
+        if method == "BYE":
+            self.ua.respond(key, make_response(request, 200))
+            if self.state in (INCOMING, SESSION_EARLY) and self.role == "uas":
+                self._final(487)
+            self._terminate("remote BYE")
+            return
+        if method == "PRACK":
+            self._on_prack(request, key)
+            return
+        if method in ("INVITE", "UPDATE"):
+            if method == "INVITE" and self._reinvite_out:
+                self.ua.respond(key, make_response(request, 491))  # §14.2 glare
+                return
+            if self._pending_in is not None:
+                self.ua.respond(key, make_response(request, 500, headers=[("Retry-After", "1")]))
+                return
+            st = _session_expires(request)
+            if st is not None and self.session_interval is not None:
+                self.session_interval = st[0]
+                self.refresher = st[1] or self.refresher
+            self._pending_in = (request, key)
+            if request.body:
+                self.remote_sdp = request.body
+            self._restart_session_timer()
+            if method == "INVITE":
+                self.ua.handler.on_reinvite(self, request)
+            else:
+                self.ua.handler.on_update(self, request)
+            return
+        if method == "OPTIONS":
+            self.ua.respond(key, self.ua._options_response(request))
+            return
+        if method in ALLOW:
+            self.ua.handler.on_request(self, request, self.ua._replier(request, key))
+            return
+        self.ua.respond(key, make_response(request, 501, headers=[("Allow", ", ".join(ALLOW))]))
+
+    def accept_update(self, sdp: bytes | None, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Answer the pending re-INVITE/UPDATE with 200 (and ``sdp``)."""
+        if self._pending_in is None:
+            return
+        request, key = self._pending_in
+        self._pending_in = None
+        if sdp is not None:
+            self.local_sdp = sdp
+        extra: list[tuple[str, str]] = [("Contact", self._contact())]
+        if self.session_interval:
+            extra.append(("Session-Expires", f"{self.session_interval};refresher={self.refresher}"))
+        extra += list(headers)
+        response = make_response(
+            request, 200, to_tag=self.dialog.local_tag if self.dialog else None, headers=extra,
+            body=sdp or b"", content_type="application/sdp" if sdp else None,
+        )
+        self.ua.respond(key, response)
+        if request.method == "INVITE":
+            self._reinvite_final = response
+            self._start_reinvite_2xx_retx(response)
+
+    def _start_reinvite_2xx_retx(self, response: Response) -> None:
+        t = self.ua.config.timers
+        if _is_reliable(self.source):
+            return
+        started = self.ua.now()
+
+        def retx(at: float, interval: float) -> None:
+            if self._reinvite_final is not response or at - started >= 64 * t.t1:
+                return
+            self.ua.port.send(response, self.dest)
+            nxt = min(interval * 2, t.t2)
+            self._reinvite_retx = self.ua.timers.call_at(at + nxt, lambda a: retx(a, nxt))
+
+        self._reinvite_retx = self.ua.timers.call_at(started + t.t1, lambda a: retx(a, t.t1))
+
+    def reject_update(self, status: int = 488, reason: str | None = None) -> None:
+        if self._pending_in is None:
+            return
+        request, key = self._pending_in
+        self._pending_in = None
+        self.ua.respond(key, make_response(request, status, reason))
+
+    def _on_prack(self, request: Request, key: Any) -> None:
+        rack = (request.headers.get("RAck") or "").split()
+        if self._unacked_prov is not None and rack and rack[0].isdigit() and int(rack[0]) == self._unacked_prov[0]:
+            self._unacked_prov = None
+            self._stop(self._prov_retx)
+            self.ua.respond(key, make_response(request, 200))
+            return
+        self.ua.respond(key, make_response(request, 481))
+
+    # --- UAC side -------------------------------------------------------------------
+    def _send_invite(self, request: Request) -> None:
+        self.invite = request
+        self.invite_key = self.ua.send_request(request, self._on_invite_response, self._on_invite_failure, self.dest)
+        if self.dest is None:
+            next_hop = request.routes[0].uri if request.routes else request.uri
+            self.dest = self.ua.port.destination(request, next_hop)
+
+    def _on_invite_response(self, response: Response) -> None:
+        status = response.status
+        if status < 200:
+            if status == 100:
+                return
+            if response.to.tag and self.dialog is None:
+                self.dialog = Dialog.from_uac_response(self.invite, response)
+                self.ua.dialogs[self.dialog.id] = self
+            if self.state == CALLING:
+                self.state = SESSION_EARLY
+            if response.body and _is_sdp(response):
+                self.remote_sdp = response.body
+            self._maybe_prack(response)
+            self.ua.handler.on_provisional(self, response)
+            return
+        if status < 300:
+            if self.dialog is None or self.dialog.remote_tag != response.to.tag:
+                if self.dialog is not None and self.dialog.state == CONFIRMED:
+                    self._ack_and_bye_fork(response)
+                    return
+                if self.dialog is not None:
+                    self.ua.dialogs.pop(self.dialog.id, None)
+                self.dialog = Dialog.from_uac_response(self.invite, response)
+                self.ua.dialogs[self.dialog.id] = self
+            else:
+                self.dialog.update_from_response(self.invite, response)
+            if self.state == SESSION_CONFIRMED:
+                if self.last_ack is not None:
+                    self.ua.send_ack(self.last_ack, self.dest)
+                return
+            self.ua._early.pop((self.call_id, self.dialog.local_tag), None)
+            if response.body and _is_sdp(response):
+                self.remote_sdp = response.body
+            self.user_data["peer_allow"] = response.header_tokens("Allow")
+            se = _session_expires(response)
+            if se is not None:
+                self.session_interval, self.refresher = se[0], se[1] or "uac"
+            self.state = SESSION_CONFIRMED
+            if self._cancel_requested:
+                self.ack()
+                self.bye(reason="cancelled")
+                return
+            self.ua.handler.on_answered(self, response)
+            if self.invite.body and self.last_ack is None:
+                self.ack()
+            return
+        # final failure
+        self.ua._early.pop((self.call_id, self.invite.from_.tag or ""), None)
+        if status == 422 and not self.user_data.get("retried_422"):
+            min_se = response.headers.get("Min-SE")
+            if min_se and min_se.split(";")[0].strip().isdigit():
+                self.user_data["retried_422"] = True
+                self._resend_with(session_expires=int(min_se.split(";")[0]))
+                return
+        self._terminate(f"{status} {response.reason}", notify=False)
+        self.ua.handler.on_failed(self, response, f"{status} {response.reason}")
+
+    def _resend_with(self, *, session_expires: int) -> None:
+        headers = self.invite.headers.remove("Via").set("Session-Expires", str(session_expires))
+        headers = headers.set("Min-SE", str(session_expires))
+        seq = self.invite.cseq.seq + 1
+        headers = headers.set("CSeq", f"{seq} INVITE")
+        if self.dialog is not None:
+            self.ua.dialogs.pop(self.dialog.id, None)
+            self.dialog = None
+        self.state = CALLING
+        self.ua._early[(self.call_id, self.invite.from_.tag or "")] = self
+        self._send_invite(self.invite.replace(headers=headers))
+
+    def _on_invite_failure(self, reason: str) -> None:
+        self.ua._early.pop((self.call_id, self.invite.from_.tag or ""), None)
+        self._terminate(reason, notify=False)
+        self.ua.handler.on_failed(self, None, reason)
+
+    def _maybe_prack(self, response: Response) -> None:
+        if "100rel" not in response.header_tokens("Require"):
+            return
+        rseq = (response.headers.get("RSeq") or "").strip()
+        if not rseq.isdigit() or self.dialog is None:
+            return
+        n = int(rseq)
+        if self._prack_rseq and n <= self._prack_rseq:
+            return  # retransmission: our PRACK is on its way (the NICT retransmits it)
+        self._prack_rseq = n
+        dialog = Dialog.from_uac_response(self.invite, response) if self.dialog.remote_tag != response.to.tag else self.dialog
+        prack = dialog.create_request("PRACK", headers=(("RAck", f"{n} {self.invite.cseq.seq} INVITE"),))
+        self.ua.send_request(prack, lambda r: None, lambda reason: None, self.dest)
+
+    def _ack_and_bye_fork(self, response: Response) -> None:
+        fork = Dialog.from_uac_response(self.invite, response)
+        ack = fork.create_request("ACK", cseq=self.invite.cseq.seq)
+        self.ua.send_ack(self._with_via(ack), self.dest)
+        bye = fork.create_request("BYE")
+        self.ua.send_request(bye, lambda r: None, lambda reason: None, self.dest)
+
+    def _with_via(self, request: Request) -> Request:
+        transport, host, port = self.ua.port.local_address(self.dest)
+        via = Via(transport, host, port, (("branch", new_branch()), ("rport", None)))
+        return request.replace(headers=request.headers.prepend("Via", str(via)))
+
+    def ack(self, sdp: bytes | None = None) -> None:
+        """Send the ACK for the 2xx (with the answer, for a delayed-offer INVITE)."""
+        if self.dialog is None:
+            return
+        if sdp is not None:
+            self.local_sdp = sdp
+        body = sdp or b""
+        headers = (("Content-Type", "application/sdp"),) if body else ()
+        ack = self.dialog.create_request("ACK", cseq=self.invite.cseq.seq, headers=headers, body=body)
+        self.last_ack = self._with_via(ack)
+        self.ua.send_ack(self.last_ack, self.dest)
+        if self.state == SESSION_CONFIRMED:
+            self._start_session_timer()
+            self.ua.handler.on_confirmed(self, None)
+
+    def cancel(self) -> None:
+        """CANCEL a pending outgoing INVITE (sent once a provisional has arrived, §9.1)."""
+        if self.role != "uac" or self.state not in (CALLING, SESSION_EARLY):
+            if self.state == SESSION_CONFIRMED:
+                self.bye(reason="cancelled")
+            return
+        self._cancel_requested = True
+        self._send_cancel()
+
+    def _send_cancel(self) -> None:
+        if self.user_data.get("cancel_sent"):
+            return
+        self.user_data["cancel_sent"] = True
+        try:
+            # The layer sends it once a provisional has arrived, or holds it until one does.
+            key, actions = self.ua.layer.cancel(self.invite_key, self.ua.now())
+        except LocalProtocolError:
+            return  # a final response came first; the 2xx path BYEs if needed
+        self.ua._clients[key] = _ClientCtx(self.invite, self.dest, lambda r: None, lambda reason: None)
+        self.ua._perform(actions)
+
+    # --- requests we send within the dialog -----------------------------------------
+    def request(
+        self,
+        method: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+        on_response: Callable[[Response], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> Any:
+        if self.dialog is None:
+            raise RuntimeError("no dialog yet")
+        extra = list(headers)
+        if body and content_type:
+            extra.append(("Content-Type", content_type))
+        req = self.dialog.create_request(method, headers=tuple(extra), body=body)
+        return self.ua.send_request(
+            req,
+            on_response or (lambda r: None),
+            on_failure or (lambda reason: None),
+            self.dest,
+        )
+
+    def reinvite(self, sdp: bytes | None, *, on_done: Callable[[Response | None], None] | None = None) -> None:
+        """Send a re-INVITE (``sdp`` None: offerless, the answer goes in our ACK via ``ack``)."""
+        if self.dialog is None or self.state == SESSION_TERMINATED:
+            return
+        self._reinvite_out = True
+        if sdp is not None:
+            self.local_sdp = sdp
+        headers: list[tuple[str, str]] = [("Allow", ", ".join(ALLOW)), ("Supported", ", ".join(SUPPORTED))]
+        if self.session_interval:
+            headers.append(("Session-Expires", f"{self.session_interval};refresher={self.refresher}"))
+        seq_holder: dict[str, int] = {}
+
+        def on_response(resp: Response) -> None:
+            if resp.status < 200:
+                return
+            self._reinvite_out = False
+            if 200 <= resp.status < 300:
+                assert self.dialog is not None
+                self.dialog.update_from_response(req, resp)
+                if resp.body and _is_sdp(resp):
+                    self.remote_sdp = resp.body
+                ack = self.dialog.create_request("ACK", cseq=seq_holder["seq"])
+                self.ua.send_ack(self._with_via(ack), self.dest)
+                self._restart_session_timer()
+            elif resp.status in (408, 481):
+                self._failed(f"re-INVITE got {resp.status}")
+            self.ua.handler.on_reinvite_answered(self, resp)
+            if on_done:
+                on_done(resp)
+
+        def on_failure(reason: str) -> None:
+            self._reinvite_out = False
+            self._failed(f"re-INVITE {reason}")
+            if on_done:
+                on_done(None)
+
+        req = self.dialog.create_request(
+            "INVITE", headers=tuple(headers) + ((("Content-Type", "application/sdp"),) if sdp else ()), body=sdp or b""
+        )
+        seq_holder["seq"] = req.cseq.seq
+        self.ua.send_request(req, on_response, on_failure, self.dest)
+
+    def update(self, sdp: bytes | None = None) -> None:
+        """Send an UPDATE (RFC 3311), with an offer or as a bare session refresh."""
+        headers: list[tuple[str, str]] = []
+        if self.session_interval:
+            headers.append(("Session-Expires", f"{self.session_interval};refresher={self.refresher}"))
+
+        def on_response(resp: Response) -> None:
+            if 200 <= resp.status < 300:
+                if resp.body and _is_sdp(resp):
+                    self.remote_sdp = resp.body
+                self._restart_session_timer()
+            elif resp.status in (408, 481):
+                self._failed(f"UPDATE got {resp.status}")
+
+        self.request(
+            "UPDATE", body=sdp or b"", content_type="application/sdp" if sdp else None, headers=tuple(headers),
+            on_response=on_response, on_failure=lambda reason: self._failed(f"UPDATE {reason}"),
+        )
+
+    def bye(self, reason: str = "local BYE") -> None:
+        if self.state == SESSION_TERMINATED or self.dialog is None:
+            if self.role == "uac" and self.state in (CALLING, SESSION_EARLY):
+                self.cancel()
+            return
+        if self.role == "uas" and self.state in (INCOMING, SESSION_EARLY):
+            self.reject(480)
+            return
+        self.request("BYE")
+        self._terminate(reason)
+
+    def _failed(self, reason: str) -> None:
+        """The peer is gone (408/481/timeout/transport error on an in-dialog request)."""
+        if self.state == SESSION_TERMINATED:
+            return
+        log.info("session %s failed: %s", self.call_id, reason)
+        self._terminate(reason)
+
+    # --- session timers (RFC 4028) ------------------------------------------------------
+    def _start_session_timer(self) -> None:
+        self._restart_session_timer()
+
+    def _restart_session_timer(self) -> None:
+        self._stop(self._st_timer)
+        if not self.session_interval or self.state == SESSION_TERMINATED:
+            return
+        now = self.ua.now()
+        if self.we_refresh:
+            self._st_timer = self.ua.timers.call_at(now + self.session_interval / 2, lambda at: self._refresh())
+        else:
+            # §10: the non-refresher sends BYE if no refresh by interval - min(32, interval/3).
+            wait = self.session_interval - min(32, self.session_interval / 3)
+            self._st_timer = self.ua.timers.call_at(now + wait, lambda at: self._expired())
+
+    def _refresh(self) -> None:
+        if self.state != SESSION_CONFIRMED:
+            return
+        if self._reinvite_out:
+            self._restart_session_timer()
+            return
+        peer_allow = self.user_data.get("peer_allow")
+        if peer_allow is None:
+            peer_allow = self.invite.header_tokens("Allow") if self.role == "uas" else set()
+        if "update" in peer_allow:
+            self.update(None)
+        else:
+            self.reinvite(self.local_sdp)
+
+    def _expired(self) -> None:
+        if self.state == SESSION_TERMINATED:
+            return
+        log.info("session %s expired without refresh", self.call_id)
+        self.bye(reason="session expired")
+
+    # --- ending ---------------------------------------------------------------------
+    @staticmethod
+    def _stop(handle: TimerHandle | None) -> None:
+        if handle is not None:
+            handle.cancel()
+
+    def _terminate(self, reason: str, notify: bool = True) -> None:
+        if self.state == SESSION_TERMINATED:
+            return
+        self.state = SESSION_TERMINATED
+        self.terminated_reason = reason
+        for h in (self._retx, self._prov_retx, self._st_timer, self._reinvite_retx):
+            self._stop(h)
+        if self.dialog is not None:
+            self.dialog.state = TERMINATED
+            self.ua.dialogs.pop(self.dialog.id, None)
+        self.ua._early.pop((self.call_id, self.invite.from_.tag or ""), None)
+        if notify:
+            self.ua.handler.on_terminated(self, reason)
+
+
+__all__ = ["Session", "UaConfig", "UaHandler", "UaPort", "UserAgent", "NameAddr", "EARLY"]
