@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from ng911.sip.badrequest import best_effort_400
 from ng911.sip.message import Request, Response, parse_message
@@ -32,6 +32,7 @@ class SipStack:
         tcp_port: int | None = 5060,
         config: UaConfig | None = None,
         trace: bool = False,
+        observer: Callable[[str, Request | Response, Any], None] | None = None,
     ) -> None:
         self.reactor = reactor
         self.host = host
@@ -43,6 +44,7 @@ class SipStack:
         self._timer: Any = None
         self._timer_at: float | None = None
         self.parse_errors = 0
+        self.observer = observer  # sees ("sent" | "received", message, flow/destination)
 
     def listen(self) -> None:
         udp, tcp = self._want["UDP"], self._want["TCP"]
@@ -61,6 +63,8 @@ class SipStack:
     def send(self, message: Request | Response, dest: Any) -> None:
         if self.trace:
             log.debug("send to %s:\n%s", dest, message.to_bytes().decode("utf-8", "replace"))
+        if self.observer is not None:
+            self.observer("sent", message, dest)
         if isinstance(message, Response):
             self.manager.send_response(message, dest if isinstance(dest, Flow) else None)
         else:
@@ -92,6 +96,8 @@ class SipStack:
             except SipParseError as exc:
                 log.info("bad Via from %s: %s", flow, exc.reason)
                 return
+        if self.observer is not None:
+            self.observer("received", msg, flow)
         self.ua.receive(msg, flow)
         self.wake()
 
