@@ -13,7 +13,7 @@
                 200-699         |  |                         |
                 resp. to TU     |  |1xx                      |
                 +---------------+  |resp. to TU              |
-                |                  |re-arm E at T2           |
+                |                  |(E keeps running)        |
                 |   Timer E        V       Timer F           |
                 |   send req +-----------+ or Transport Err. |
                 |  +---------|           | inform TU         |
@@ -43,10 +43,9 @@
          over the action
          to take
 
-Timer E starts at T1 and doubles up to T2 while Trying. In Proceeding it fires every T2
-(§17.1.2.2). We also re-arm it at T2 when the first 1xx moves us to Proceeding: the
-provisional response proves the request arrived, so the next retransmission waits a full
-T2 instead of the remainder of a short Trying interval. E runs only over unreliable
+Timer E starts at T1 and doubles up to T2 while Trying. A 1xx moves us to Proceeding and
+leaves the pending E as it is; when it fires there, the request is retransmitted and E is
+reset to T2 (§17.1.2.2), so from then on it fires every T2. E runs only over unreliable
 transports; F (64*T1) runs in Trying and Proceeding; K is T4 unreliable, 0 reliable.
 
 Where the figure is silent: any response in Completed is absorbed (dropped), and a
@@ -67,7 +66,7 @@ TRANSITIONS = {
     S.TRYING: {
         T.E: (S.TRYING, (Fx.SEND_REQUEST, Fx.BACKOFF)),
         T.F: (S.TERMINATED, (Fx.TIMEOUT_TO_TU,)),
-        Input.RESP_1XX: (S.PROCEEDING, (Fx.RESPONSE_TO_TU, Fx.REARM_E_AT_T2)),
+        Input.RESP_1XX: (S.PROCEEDING, (Fx.RESPONSE_TO_TU,)),
         Input.RESP_2XX: (S.COMPLETED, (Fx.RESPONSE_TO_TU,)),
         Input.RESP_3XX_6XX: (S.COMPLETED, (Fx.RESPONSE_TO_TU,)),
         Input.TRANSPORT_ERROR: (S.TERMINATED, (Fx.ERROR_TO_TU,)),

@@ -52,19 +52,19 @@ def test_nict_timer_e_doubles_up_to_t2_in_trying() -> None:
     assert retransmissions(tsx, 20.0) == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5]
 
 
-def test_nict_1xx_rearms_timer_e_at_t2() -> None:
+def test_nict_1xx_keeps_pending_timer_e_and_f() -> None:
     tsx = nict()
     trying = response(OPTIONS, 100)
     assert tsx.receive_response(trying, 0.2) == [ToTU(trying, KEY)]
     assert tsx.state is S.PROCEEDING
-    assert tsx.timers() == {T.E: 4.2, T.F: 32.0}  # F keeps running
+    assert tsx.timers() == {T.E: 0.5, T.F: 32.0}  # §17.1.2.2: E is reset to T2 when it fires
 
 
 def test_nict_timer_e_fires_every_t2_in_proceeding() -> None:
     tsx = nict()
-    tsx.on_timer(0.5)
+    tsx.on_timer(0.5)  # E doubles to 1.0: next at 1.5
     tsx.receive_response(response(OPTIONS, 100), 1.0)
-    assert retransmissions(tsx, 32.0) == [5.0, 9.0, 13.0, 17.0, 21.0, 25.0, 29.0]
+    assert retransmissions(tsx, 32.0) == [1.5, 5.5, 9.5, 13.5, 17.5, 21.5, 25.5, 29.5]
 
 
 def test_nict_reliable_1xx_arms_no_timer_e() -> None:
