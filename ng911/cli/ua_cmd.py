@@ -3,7 +3,7 @@
     ng911 ua answer --listen 127.0.0.1:5070            # UAS: answers every INVITE with SDP
     ng911 ua call sip:svc@127.0.0.1:5060 --calls 10     # UAC: places calls, hangs up, reports
 
-It prints one JSON line per event (``--quiet`` for the summary only) and a closing line
+It prints one JSON line per event (``--quiet``: only the "listening" line and the summary) and a closing line
 ``N passed, M failed`` for `call`; exit status 0 only when every call succeeded.
 """
 from __future__ import annotations
@@ -64,7 +64,8 @@ class _Events:
         self.quiet = quiet
 
     def __call__(self, event: str, **fields: Any) -> None:
-        if not self.quiet:
+        # "listening" always prints: tools wait for it to know the ports are bound.
+        if not self.quiet or event == "listening":
             print(json.dumps({"t": round(time.time(), 3), "event": event, **fields}), flush=True)
 
 
