@@ -4,6 +4,7 @@ from __future__ import annotations
 import secrets
 from typing import Iterable
 
+from ng911.sip.headers import split_values
 from ng911.sip.message import Headers, Request, Response
 
 REASONS = {
@@ -84,7 +85,7 @@ def make_ack_for_non2xx(invite: Request, response: Response) -> Request:
     Same Request-URI, Call-ID, From, top Via (so the same branch) and Route as the INVITE;
     To from the response (with its tag); CSeq number of the INVITE with method ACK.
     """
-    items: list[tuple[str, str]] = [("Via", str(invite.top_via))]
+    items: list[tuple[str, str]] = [("Via", _top_via_text(invite))]
     for name in ("Route",):
         for value in invite.headers.get_all(name):
             items.append((name, value))
@@ -101,7 +102,7 @@ def make_ack_for_non2xx(invite: Request, response: Response) -> Request:
 def make_cancel(invite: Request) -> Request:
     """CANCEL for a pending INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, To, From,
     CSeq number and top Via (branch) as the INVITE; Route copied."""
-    items: list[tuple[str, str]] = [("Via", str(invite.top_via))]
+    items: list[tuple[str, str]] = [("Via", _top_via_text(invite))]
     for value in invite.headers.get_all("Route"):
         items.append(("Route", value))
     items += [
@@ -112,3 +113,10 @@ def make_cancel(invite: Request) -> Request:
         ("CSeq", f"{invite.cseq.seq} CANCEL"),
     ]
     return Request("CANCEL", invite.uri, Headers(items))
+
+
+def _top_via_text(request: Request) -> str:
+    """The top Via value exactly as the request carries it ("equal to the top Via header
+    field of the original request", §17.1.1.3 and §9.1) -- not re-serialised."""
+    request.top_via  # noqa: B018 - raises SipParseError when there is none
+    return split_values(request.headers.get("Via") or "")[0]

@@ -8,15 +8,41 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from ng911.sip.errors import SipParseError
-from ng911.sip.uri import AbsoluteUri, Params, SipUri, Uri, _format_params, _param, parse_uri, split_host_port
+from ng911.sip.uri import (
+    CACHE_MAX_LEN,
+    CACHE_SIZE,
+    AbsoluteUri,
+    Params,
+    SipUri,
+    Uri,
+    _fast_init,
+    _format_params,
+    _is_digits,
+    _param,
+    _split_hostport,
+    parse_uri,
+)
 
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
-_CSEQ = re.compile(r"\s*(\d{1,10})\s+([A-Za-z0-9\-.!%*_+`'~]+)\s*\Z")
+# Every pattern here is written so that it cannot backtrack more than linearly: adjacent
+# repeats never share characters (a token run is always followed by a separator that is not
+# a token character). A peer controls these strings; RFC 3261 LWS is SP / HTAB only.
+_TOK = r"[A-Za-z0-9\-.!%*_+`'~]"
+_TOKEN = re.compile(_TOK + r"+\Z")
+_CSEQ = re.compile(r"[ \t]*([0-9]{1,10})[ \t]+(" + _TOK + r"+)[ \t]*\Z")
 _VIA_PROTO = re.compile(
-    r"\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+(.*)\Z",
+    r"[ \t]*(" + _TOK + r"+)[ \t]*/[ \t]*(" + _TOK + r"+)[ \t]*/[ \t]*(" + _TOK + r"+)[ \t]+(.*)\Z",
     re.S,
+)
+# ;name[=value] parameters where every value is a token or host (no quotes, no blanks): the
+# usual case, checked in one match and split without further ado.
+_SIMPLE_PARAMS = re.compile(r"(?:;" + _TOK + r"+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)+\Z")
+# The usual Via: SIP/2.0/transport host[:port] *(;simple-param), no blanks but the one SP.
+_FAST_VIA = re.compile(
+    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) ([A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
+    r"((?:;" + _TOK + r"+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)\Z"
 )
 MAX_CSEQ = 2**31 - 1
 
@@ -61,12 +87,10 @@ def parse_params(text: str) -> Params:
     """Parse ``;name[=value]`` header parameters (value may be a quoted string or IPv6 ref)."""
     if not text:
         return ()
-    if text[0] == ";" and " " not in text and '"' not in text and "\t" not in text:
+    if _SIMPLE_PARAMS.match(text):
         out = []
         for item in text[1:].split(";"):
             name, eq, value = item.partition("=")
-            if not name or (eq and not value) or not _TOKEN.match(name):
-                raise SipParseError("Empty or bad header parameter")
             out.append((name, value if eq else None))
         return tuple(out)
     text = text.strip()
@@ -148,14 +172,25 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+_fast_init(CSeq)
+_new_cseq = CSeq._make  # type: ignore[attr-defined]
+
+
 def parse_cseq(value: str) -> CSeq:
+    return _cseq_cached(value) if len(value) <= 64 else _parse_cseq(value)
+
+
+def _parse_cseq(value: str) -> CSeq:
     m = _CSEQ.match(value)
     if not m:
         raise SipParseError("Bad CSeq")
     seq = int(m.group(1))
     if seq > MAX_CSEQ:
         raise SipParseError("CSeq number too large")
-    return CSeq(seq, m.group(2))
+    return _new_cseq(seq, m.group(2))  # type: ignore[no-any-return]
+
+
+_cseq_cached = lru_cache(maxsize=256)(_parse_cseq)
 
 
 # --- Via ----------------------------------------------------------------------------------
@@ -194,7 +229,7 @@ class Via:
     def rport(self) -> int | None:
         """The rport value filled in by the server, None when absent or still empty."""
         value = self.param("rport")
-        return int(value) if value and value.isdigit() else None
+        return int(value) if value and _is_digits(value) else None
 
     @property
     def sent_by(self) -> tuple[str, int | None]:
@@ -217,7 +252,24 @@ class Via:
         return f"{self.protocol}/{self.transport} {hp}{_format_params(self.params)}"
 
 
+_fast_init(Via)
+_new_via = Via._make  # type: ignore[attr-defined]
+
+
 def parse_via(value: str) -> tuple[Via, ...]:
+    """Every Via value of one header line. Cached by the line's text: a request's Via lines
+    come back verbatim in each of its responses."""
+    return _via_cached(value) if len(value) <= CACHE_MAX_LEN else _parse_via(value)
+
+
+def _parse_via(value: str) -> tuple[Via, ...]:
+    if "," not in value:
+        m = _FAST_VIA.match(value)
+        if m is not None:
+            transport, host, port, ptext = m.groups()
+            if port is not None and int(port) > 65535:
+                raise SipParseError("Bad port")
+            return (_new_via(transport.upper(), host, port and int(port), parse_params(ptext), "SIP/2.0"),)
     out = []
     for element in split_values(value):
         if not element:
@@ -230,12 +282,20 @@ def parse_via(value: str) -> tuple[Via, ...]:
             raise SipParseError("Bad Via protocol")
         semi = rest.find(";")
         sent_by, ptext = (rest, "") if semi < 0 else (rest[:semi], rest[semi:])
-        sent_by = re.sub(r"\s*:\s*", ":", sent_by.strip()) if "[" not in sent_by else sent_by.strip()
-        if not sent_by or " " in sent_by:
+        # sent-by = host [ SWS ":" SWS port ]; the host may be an IPv6 reference.
+        close = sent_by.find("]") + 1
+        host_part, colon, port_part = sent_by[close:].partition(":")
+        sent_by = (sent_by[:close] + host_part).strip(" \t")
+        if colon:
+            sent_by = sent_by + ":" + port_part.strip(" \t")
+        if not sent_by or " " in sent_by or "\t" in sent_by:
             raise SipParseError("Bad Via sent-by")
-        host, port = split_host_port(sent_by)
-        out.append(Via(transport.upper(), host, port, parse_params(ptext), f"SIP/{version}"))
+        host, port = _split_hostport(sent_by)
+        out.append(_new_via(transport.upper(), host, port, parse_params(ptext), f"SIP/{version}"))
     return tuple(out)
+
+
+_via_cached = lru_cache(maxsize=CACHE_SIZE)(_parse_via)
 
 
 # --- name-addr / addr-spec --------------------------------------------------------------
@@ -273,23 +333,35 @@ class NameAddr:
         return head + _format_params(self.params)
 
 
-_TOKEN_WORDS = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+( [A-Za-z0-9\-.!%*_+`'~]+)*\Z")
+_TOKEN_WORDS = re.compile(_TOK + r"+(?: " + _TOK + r"+)*\Z")
 
-
+# [ "quoted" | token *(LWS token) ] LWS <URI> *(;param) -- the common shapes in one match.
+# Unambiguous by construction (see the note at the top): the old form, a lazy run of
+# token-or-space characters between two \s* runs, backtracked cubically on long blanks.
 _FAST_NAME_ADDR = re.compile(
-    r'\s*(?:"((?:[^"\\]|\\.)*)"\s*|([A-Za-z0-9\-.!%*_+`\'~ ]*?)\s*)?<([^<>\s"]+)>\s*(;[^"]*)?\Z'
+    r'[ \t]*(?:"((?:[^"\\\n]|\\.)*)"[ \t]*|(' + _TOK + r"+(?:[ \t]+" + _TOK + r"+)*)[ \t]*)?"
+    r'<([^<>\s"]+)>[ \t]*(;[^"]*)?\Z'
 )
+_fast_init(NameAddr)
+_new_name_addr = NameAddr._make  # type: ignore[attr-defined]
 
 
 def parse_name_addr(value: str) -> NameAddr:
+    """One name-addr or addr-spec with its header parameters. Cached by text (From and To
+    repeat in every message of a dialog); the result is immutable."""
+    return _name_addr_cached(value) if len(value) <= CACHE_MAX_LEN else _parse_name_addr(value)
+
+
+def _parse_name_addr(value: str) -> NameAddr:
     m = _FAST_NAME_ADDR.match(value)
     if m is not None:
         quoted, plain, uri_text, ptext = m.groups()
         if quoted is not None:
             display: str | None = unquote_string(f'"{quoted}"') if "\\" in quoted else quoted
         else:
-            display = plain or None
-        return NameAddr(display, parse_uri(uri_text), parse_params(ptext) if ptext else ())
+            display = plain
+        params = parse_params(ptext) if ptext else ()
+        return _new_name_addr(display, parse_uri(uri_text), params)  # type: ignore[no-any-return]
     text = value.strip()
     if not text:
         raise SipParseError("Empty address")
@@ -319,6 +391,9 @@ def parse_name_addr(value: str) -> NameAddr:
             break
     uri = parse_uri(text[:end])
     return NameAddr(None, uri, parse_params(text[end:]))
+
+
+_name_addr_cached = lru_cache(maxsize=CACHE_SIZE)(_parse_name_addr)
 
 
 def _bare_uri_first(text: str, lt: int) -> bool:

@@ -8,7 +8,16 @@ routed; absence of mandatory headers is reported by `missing_mandatory` (a 400, 
 failure: RFC 4475 §3.3.1). Other headers are parsed on first use and cached.
 
 Headers keep their order and names as written (compact forms included) so a message can be
-logged as received; `to_bytes()` always writes a Content-Length that matches the body.
+logged as received; `to_bytes()` always writes a Content-Length that matches the body, with
+CRLF line ends. A bare LF is accepted as a line end (the header block ends at the first empty
+line, whatever its line ends), values are trimmed of SP/HTAB and folded lines joined by one
+space. Numbers are ASCII digits only.
+
+Cost: linear in the message's length (no regex here or in headers.py/uri.py can backtrack
+more than linearly). Structured values (Via lines, name-addrs, URIs, CSeq) are parsed once per
+distinct text and shared, through bounded caches (ng911.sip.uri.CACHE_SIZE entries, strings up
+to CACHE_MAX_LEN): they are immutable, and a dialog repeats them. bench/bench_parser.py
+measures.
 """
 from __future__ import annotations
 
@@ -97,15 +106,25 @@ def canonical_name(name: str) -> str:
 class Headers:
     """Ordered, immutable header lines: (name as written, unfolded value)."""
 
-    __slots__ = ("_items", "_keys")
+    __slots__ = ("_items", "_keys", "_parsed")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: tuple[tuple[str, str], ...] = tuple(items)
-        self._keys: tuple[str, ...] = tuple(canonical_name(n) for n, _ in self._items)
+        self._keys: tuple[str, ...] = tuple([canonical_name(n) for n, _ in self._items])
+        self._parsed = False  # built by hand: to_bytes() checks for line breaks
 
     @classmethod
     def of(cls, *items: tuple[str, str]) -> Headers:
         return cls(items)
+
+    @classmethod
+    def _trusted(cls, items: tuple[tuple[str, str], ...], keys: tuple[str, ...]) -> Headers:
+        """For the parser, which has already worked out every key."""
+        self = object.__new__(cls)
+        self._items = items
+        self._keys = keys
+        self._parsed = True  # one value per line by construction
+        return self
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -123,11 +142,10 @@ class Headers:
         return canonical_name(name) in self._keys
 
     def get(self, name: str) -> str | None:
-        key = canonical_name(name)
-        for k, (_, v) in zip(self._keys, self._items):
-            if k == key:
-                return v
-        return None
+        try:
+            return self._items[self._keys.index(canonical_name(name))][1]
+        except ValueError:
+            return None
 
     def get_all(self, name: str) -> list[str]:
         key = canonical_name(name)
@@ -180,7 +198,8 @@ class Headers:
         return Headers(item for k, item in zip(self._keys, self._items) if k != key)
 
     def remove_first_value(self, name: str) -> Headers:
-        """Drop the first element of a list header (the top Via of a response, say)."""
+        """Drop the first element of a list header (the top Via of a response, say); a line
+        left empty goes."""
         key = canonical_name(name)
         out = list(self._items)
         for i, k in enumerate(self._keys):
@@ -279,20 +298,28 @@ class Message:
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
-        lines = [self._start_line()]
-        wrote_length = False
+        headers = self.headers
+        items = headers._items
+        keys = headers._keys
         length = str(len(self.body))
-        for (name, value), key in zip(self.headers, self.headers._keys):
-            if key == "content-length":
-                if wrote_length:
-                    continue
-                value, wrote_length = length, True
-            lines.append(f"{name}: {value}")
-        if not wrote_length:
-            lines.append(f"Content-Length: {length}")
-        lines.append("")
-        lines.append("")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+        if "content-length" not in keys:
+            items += (("Content-Length", length),)
+        else:  # keep its place and spelling, write the true length, drop any repeat
+            at = keys.index("content-length")
+            rest = items[at + 1 :]
+            if "content-length" in keys[at + 1 :]:
+                rest = tuple(item for item, key in zip(rest, keys[at + 1 :]) if key != "content-length")
+            items = (*items[:at], (items[at][0], length), *rest)
+        start = self._start_line()
+        try:
+            head = "\r\n".join(map(": ".join, items))
+        except TypeError:  # a value that is not a str, from hand-built headers
+            head = "\r\n".join(f"{name}: {value}" for name, value in items)
+        if "\n" in start or (not headers._parsed and head.count("\n") != len(items) - 1):
+            # Parsed values never hold one; a value built from peer data might: refuse to let
+            # it start a header line of its own (header injection).
+            raise ValueError("Line break inside a start line, header name or header value")
+        return f"{start}\r\n{head}\r\n\r\n".encode("utf-8", "surrogateescape") + self.body
 
 
 class Request(Message):
@@ -314,12 +341,7 @@ class Request(Message):
     @cached_property
     def max_forwards(self) -> int | None:
         value = self.headers.get("Max-Forwards")
-        if value is None:
-            return None
-        value = value.strip()
-        if not value.isdigit() or int(value) > 255:
-            raise SipParseError("Bad Max-Forwards")
-        return int(value)
+        return None if value is None else _max_forwards(value)
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
@@ -347,7 +369,8 @@ class Response(Message):
 # --- parsing -------------------------------------------------------------------------------
 
 _METHOD = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
-_VERSION = re.compile(r"SIP/(\d+)\.(\d+)\Z", re.I)
+_VERSION = re.compile(r"SIP/([0-9]+)\.([0-9]+)\Z", re.I)
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 MAX_MESSAGE = 1 << 20
 
 
@@ -364,66 +387,122 @@ def parse_message(data: bytes) -> Request | Response:
 def _parse(data: bytes) -> Request | Response:
     if len(data) > MAX_MESSAGE:
         raise SipParseError("Message too large", 513)
-    data = data.lstrip(b"\r\n")  # RFC 3261 §7.5: ignore CRLFs before the start line
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")  # RFC 3261 §7.5: ignore CRLFs before the start line
+    # The header block ends at the first empty line. Lines end in CRLF; a bare LF is taken
+    # as a line end too (RFC 3261 §7.5 asks for CRLF, but LF-only peers exist).
     end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        head, body = data[:end], data[end + 4 :]
+    head = data[:end] if end >= 0 else b""
+    lines = head.decode("utf-8", "surrogateescape").split("\r\n") if end >= 0 else []
+    if end >= 0 and head.count(b"\n") == len(lines) - 1:  # no bare LF before the blank line
+        body = data[end + 4 :]
     else:
-        end = data.find(b"\n\n")
-        if end < 0:
+        m = _BLANK_LINE.search(data)
+        if m is None:
             raise SipParseError("No blank line after headers")
-        head, body = data[:end], data[end + 2 :]
-    text = head.decode("utf-8", "surrogateescape")
-    sep = "\r\n" if "\r\n" in text else "\n"
-    lines = text.split(sep)
+        head, body = data[: m.start()], data[m.end() :]
+        text = head.decode("utf-8", "surrogateescape")
+        lines = [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]
     start = lines[0]
-    items: list[tuple[str, str]] = []
-    for raw in lines[1:]:
-        if raw[:1] in (" ", "\t"):  # folded continuation line (RFC 3261 §7.3.1)
-            if not items:
-                raise SipParseError("Continuation line before first header")
-            name, value = items[-1]
-            raw = raw.strip()
-            items[-1] = (name, f"{value} {raw}" if value else raw)
-            continue
-        name, colon, value = raw.partition(":")
-        if not colon:
-            raise SipParseError("Malformed header line")
-        if name not in _good_names:
-            name = name.rstrip(" \t")
-            if not is_token(name):
-                raise SipParseError("Bad header name")
-            if len(_good_names) < 4096:
-                _good_names.add(name)
-        items.append((name, value.strip()))
-    headers = Headers(items)
-    for key in SINGLE:
-        if headers._keys.count(key) > 1:
+    names, values, keys = _header_fields(lines, 1)
+    present = SINGLE.intersection(keys)
+    for key in present:
+        if keys.count(key) > 1:
             raise SipParseError(f"Repeated {key} header")
-    body = _body(headers, body)
+    headers = Headers._trusted(tuple(zip(names, values)), tuple(keys))
+    if "content-length" in present:
+        body = _body(values[keys.index("content-length")], body)
 
-    if start.startswith("SIP/"):
+    if start[:4].upper() == "SIP/":  # SIP-Version is case-insensitive (§7.1); no method has a '/'
         msg: Request | Response = _response(start, headers, body)
     else:
         msg = _request(start, headers, body)
-    _check(msg)
+    _check(msg, present, values, keys)
     return msg
 
 
-_good_names: set[str] = set()
+# Header names seen before and known to be tokens, with their lookup keys. Bounded; the usual
+# spellings go in first, so a peer that floods us with odd names cannot push them out.
+_name_keys: dict[str, str] = {}
+_USUAL = (
+    "Via From To Call-ID CSeq Contact Max-Forwards Content-Length Content-Type Route Record-Route "
+    "Supported Require Proxy-Require Allow Accept User-Agent Server Expires Session-Expires Min-SE "
+    "RSeq RAck Event Subscription-State Refer-To Referred-By Replaces Reason Timestamp Date Subject "
+    "Authorization Proxy-Authorization WWW-Authenticate Proxy-Authenticate Warning Allow-Events "
+    "Content-ID Content-Disposition Content-Encoding Content-Language MIME-Version Priority "
+    "Geolocation Geolocation-Routing Geolocation-Error Call-Info Resource-Priority Accept-Resource-Priority "
+    "History-Info P-Asserted-Identity P-Preferred-Identity Privacy Path Organization Alert-Info "
+    "Error-Info Retry-After Unsupported In-Reply-To Reply-To Identity"
+).split()
+for _name in (*_USUAL, *(n.lower() for n in _USUAL), *(n.upper() for n in _USUAL), *COMPACT,
+              *(c.upper() for c in COMPACT), "Call-Id", "Cseq", "CALL-ID", "Www-Authenticate"):
+    _name_keys[_name] = canonical_name(_name)
 
 
-def _body(headers: Headers, rest: bytes) -> bytes:
-    clen = headers.get("Content-Length")
-    if clen is None:
-        return rest  # datagram without Content-Length: the body is the rest (RFC 3261 §18.3)
-    clen = clen.strip()
-    if not clen.isdigit():
+def header_lines(lines: list[str], first: int = 0) -> tuple[list[str], list[str]]:
+    """Header names (as written, trailing blanks dropped) and values (trimmed, folded lines
+    joined by one space) of ``lines[first:]``, each one header line without its line end.
+    Shared with MIME body parts (ng911.sip.body), which use the same syntax."""
+    names, values, _ = _header_fields(lines, first)
+    return names, values
+
+
+def _header_fields(lines: list[str], first: int) -> tuple[list[str], list[str], list[str]]:
+    """`header_lines` and each name's lookup key. Fast when every name is one seen before
+    (so a token, and no line is a continuation: those start with a blank)."""
+    parts = [line.partition(":") for line in lines[first:]]
+    names = [p[0] for p in parts]
+    get = _name_keys.get
+    keys = [get(name) for name in names]
+    if None in keys:
+        return _header_fields_slow(lines, first)
+    values = [p[2].strip(" \t") if p[1] else _no_colon() for p in parts]
+    return names, values, keys  # type: ignore[return-value]
+
+
+def _header_fields_slow(lines: list[str], first: int) -> tuple[list[str], list[str], list[str]]:
+    names: list[str] = []
+    values: list[str] = []
+    more: dict[int, list[str]] = {}
+    for i in range(first, len(lines)):
+        raw = lines[i]
+        if raw[:1] in (" ", "\t"):  # folded continuation line (RFC 3261 §7.3.1)
+            if not names:
+                raise SipParseError("Continuation line before first header")
+            raw = raw.strip(" \t")
+            if raw:
+                more.setdefault(len(values) - 1, []).append(raw)
+            continue
+        name, colon, value = raw.partition(":")
+        if not colon:
+            _no_colon()
+        if name not in _name_keys:
+            clean = name.rstrip(" \t")  # "Via :" -- HCOLON allows blanks before the colon
+            if not is_token(clean):
+                raise SipParseError("Bad header name")
+            if clean == name and len(_name_keys) < 4096:
+                _name_keys[name] = canonical_name(name)
+            name = clean
+        names.append(name)
+        values.append(value.strip(" \t"))
+    for i, extra in more.items():  # joined once: no quadratic re-concatenation
+        values[i] = " ".join([values[i], *extra]) if values[i] else " ".join(extra)
+    return names, values, [_name_keys.get(name) or canonical_name(name) for name in names]
+
+
+def _no_colon() -> str:
+    raise SipParseError("Malformed header line")
+
+
+def _body(clen: str, rest: bytes) -> bytes:
+    """The body by Content-Length; without one (a datagram) it is the rest (RFC 3261 §18.3).
+    Octets past it are ignored (§18.3: they are not part of this message)."""
+    if not (clen.isascii() and clen.isdigit()):
         raise SipParseError("Bad Content-Length")
     n = int(clen)
     if n > len(rest):
         raise SipParseError("Content-Length larger than message")
-    return rest[:n]
+    return rest[:n] if n < len(rest) else rest
 
 
 def _request(start: str, headers: Headers, body: bytes) -> Request:
@@ -443,12 +522,14 @@ def _response(start: str, headers: Headers, body: bytes) -> Response:
     version, _, rest = start.partition(" ")
     _check_version(version)
     code, _, reason = rest.partition(" ")
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
         raise SipParseError("Bad status code")
     return Response(int(code), reason, headers, body)
 
 
 def _check_version(version: str) -> None:
+    if version == "SIP/2.0":
+        return
     m = _VERSION.match(version)
     if not m:
         raise SipParseError("Bad SIP version")
@@ -456,21 +537,37 @@ def _check_version(version: str) -> None:
         raise SipParseError("Version Not Supported", 505)
 
 
-def _check(msg: Request | Response) -> None:
-    """Parse now what every element needs, so errors surface here and not deep in a layer."""
-    h = msg.headers
-    if "via" in h._keys:
-        msg.vias  # noqa: B018 - parses and caches
-    if "cseq" in h._keys:
-        cseq = msg.cseq
+def _check(msg: Request | Response, present: set[str], values: list[str], keys: list[str]) -> None:
+    """Parse now what every element needs, so errors surface here and not deep in a layer.
+
+    The results go straight into the instance cache that the properties read.
+    """
+    cache = msg.__dict__
+    if "via" in keys:
+        at = keys.index("via")
+        vias = parse_via(values[at])
+        if keys.count("via") > 1:
+            for i in range(at + 1, len(keys)):
+                if keys[i] == "via":
+                    vias += parse_via(values[i])
+        cache["vias"] = vias
+    if "cseq" in present:
+        cseq = cache["cseq"] = parse_cseq(values[keys.index("cseq")])
         if msg.is_request and cseq.method != msg.method:  # type: ignore[attr-defined]
             raise SipParseError("CSeq method does not match Request-Line")
-    if "from" in h._keys:
-        msg.from_  # noqa: B018
-    if "to" in h._keys:
-        msg.to  # noqa: B018
-    if msg.is_request and "max-forwards" in h._keys:
-        msg.max_forwards  # noqa: B018
+    if "from" in present:
+        cache["from_"] = parse_name_addr(values[keys.index("from")])
+    if "to" in present:
+        cache["to"] = parse_name_addr(values[keys.index("to")])
+    if msg.is_request and "max-forwards" in present:
+        cache["max_forwards"] = _max_forwards(values[keys.index("max-forwards")])
+
+
+def _max_forwards(value: str) -> int:
+    value = value.strip(" \t")
+    if not (value.isascii() and value.isdigit()) or int(value) > 255:
+        raise SipParseError("Bad Max-Forwards")
+    return int(value)
 
 
 def missing_mandatory(msg: Request | Response) -> str | None:

@@ -5,9 +5,10 @@ comparison (`SipUri.equivalent`) follows RFC 3261 §19.1.4 and unescapes where t
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, replace
-from urllib.parse import unquote
+from functools import lru_cache
 
 from ng911.sip.errors import SipParseError
 
@@ -25,7 +26,7 @@ Params = tuple[tuple[str, "str | None"], ...]
 def _param(params: Params, name: str) -> str | None:
     name = name.lower()
     for key, value in params:
-        if key.lower() == name:
+        if key == name or key.lower() == name:  # names are nearly always written lower-case
             return value if value is not None else ""
     return None
 
@@ -37,6 +38,26 @@ def _has_param(params: Params, name: str) -> bool:
 
 def _format_params(params: Params) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+
+
+def _fast_init(cls: type) -> None:
+    """Give a frozen, slotted dataclass a ``_make(*fields)`` constructor for the parser.
+
+    It sets each slot through its descriptor -- what the generated ``__init__`` does through
+    ``object.__setattr__`` -- unrolled, at about half the cost. The parser builds values
+    positionally from text it has validated, so skipping ``__init__`` loses nothing (these
+    classes have no ``__post_init__``); equality, hashing, ``repr`` and ``replace`` stay the
+    dataclass's own. Generated source, as ``dataclasses`` itself does.
+    """
+    names = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    env: dict[str, object] = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def _make({', '.join(names)}):", "    o = _new(_cls)"]
+    for i, name in enumerate(names):
+        env[f"_set{i}"] = cls.__dict__[name].__set__
+        lines.append(f"    _set{i}(o, {name})")
+    lines.append("    return o")
+    exec("\n".join(lines), env)  # noqa: S102 - fixed template over the class's own field names
+    cls._make = staticmethod(env["_make"])  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,27 +121,53 @@ class SipUri:
             return False
         if self.scheme.lower() != other.scheme.lower():
             return False
+        # userinfo is case-sensitive, compared after unescaping what need not be escaped.
         if _unq(self.user) != _unq(other.user) or _unq(self.password) != _unq(other.password):
             return False
-        if self.host.lower() != other.host.lower() or self.port != other.port:
+        if _host_key(self.host) != _host_key(other.host) or self.port != other.port:
             return False
-        mine = {k.lower(): v for k, v in self.params}
-        theirs = {k.lower(): v for k, v in other.params}
-        # user, ttl, method, maddr and transport must match if present in either.
+        mine = {_unq(k).lower(): v for k, v in self.params}
+        theirs = {_unq(k).lower(): v for k, v in other.params}
+        # user, ttl, method, maddr (and transport, per the §19.1.4 examples) in only one never match.
         for key in ("user", "ttl", "method", "maddr", "transport"):
             if (key in mine) != (key in theirs):
                 return False
         for key in mine.keys() & theirs.keys():
             a, b = mine[key], theirs[key]
-            if _unq(a or "").lower() != _unq(b or "").lower():
+            if (a is None) != (b is None) or _unq(a or "").lower() != _unq(b or "").lower():
                 return False
-        hmine = {k.lower(): _unq(v) for k, v in self.headers}
-        htheirs = {k.lower(): _unq(v) for k, v in other.headers}
+        # URI headers are never ignored: each must be in both and match (names case-insensitive).
+        hmine = sorted((_unq(k).lower(), _unq(v)) for k, v in self.headers)
+        htheirs = sorted((_unq(k).lower(), _unq(v)) for k, v in other.headers)
         return hmine == htheirs
 
 
+# RFC 3261 §19.1.4: "Characters other than those in the reserved set (see RFC 2396) are
+# equivalent to their %HEX HEX encoding" -- so %61 is 'a' but %3B is not ';'.
+_RESERVED = frozenset(";/?:@&=+$,")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _unescape_unreserved(m: re.Match[str]) -> str:
+    ch = chr(int(m.group(1), 16))
+    return "%" + m.group(1).upper() if ch in _RESERVED or ch == "%" else ch
+
+
 def _unq(text: str | None) -> str | None:
-    return None if text is None else unquote(text, errors="surrogateescape")
+    """Canonical form for comparison: unreserved escapes resolved, reserved ones upper-cased."""
+    if text is None or "%" not in text:
+        return text
+    return _ESCAPE.sub(_unescape_unreserved, text)
+
+
+def _host_key(host: str) -> str:
+    # RFC 5954 §4: IPv6 references compare as addresses, not as text ([::1] is [0:0::1]).
+    if host.startswith("["):
+        try:
+            return "[" + ipaddress.IPv6Address(host[1:-1]).compressed + "]"
+        except ValueError:
+            pass
+    return host.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +199,26 @@ class AbsoluteUri:
 
 
 Uri = SipUri | AbsoluteUri
+_fast_init(SipUri)
+_fast_init(AbsoluteUri)
+_new_sip = SipUri._make  # type: ignore[attr-defined]
+_new_abs = AbsoluteUri._make  # type: ignore[attr-defined]
+
+# Parsed URIs are immutable, and a controller sees the same few hosts again and again (its
+# peers, its answer points, urn:service:sos), so parse results are kept by their exact text.
+# Bounded in entries (LRU) and in size (a long string is parsed, not kept: the cache must not
+# become a way to make us hold megabytes); failures are not kept. headers.py does the same for
+# Via lines, name-addrs and CSeq values.
+CACHE_SIZE = 4096
+CACHE_MAX_LEN = 512
 
 
 def parse_uri(text: str) -> Uri:
     """Parse a URI; raise `SipParseError` naming what is wrong."""
+    return _parse_uri_cached(text) if len(text) <= CACHE_MAX_LEN else _parse_uri(text)
+
+
+def _parse_uri(text: str) -> Uri:
     colon = text.find(":")
     if colon <= 0:
         raise SipParseError("Bad URI: no scheme")
@@ -163,18 +226,25 @@ def parse_uri(text: str) -> Uri:
     if not _SCHEME.match(scheme):
         raise SipParseError("Bad URI scheme")
     rest = text[colon + 1 :]
-    if not rest or any(c in rest for c in " \t\r\n"):
+    if not rest or _WSP.search(rest):
         raise SipParseError("Bad URI: empty or contains whitespace")
     if scheme.lower() not in ("sip", "sips"):
-        return AbsoluteUri(scheme, rest)
+        return _new_abs(scheme, rest)  # type: ignore[no-any-return]
     return _parse_sip(scheme, rest)
+
+
+_WSP = re.compile(r"[ \t\r\n]")
 
 
 # The common shape — user@host:port;simple-params — parsed in one match; anything else
 # (escapes in odd places, URI headers, IPv6, passwords) takes the general path below.
 _FAST_SIP = re.compile(
-    r"(?:([A-Za-z0-9\-_.!~*'()&=+$,/+%]+)@)?([A-Za-z0-9_\-.]+)(?::(\d{1,5}))?((?:;[A-Za-z0-9\-_.!~*'()%]+(?:=[A-Za-z0-9\-_.!~*'()%:]+)?)*)\Z"
+    r"(?:([A-Za-z0-9\-_.!~*'()&=+$,/+%]+)@)?([A-Za-z0-9_\-.]+)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()%]+(?:=[A-Za-z0-9\-_.!~*'()%:]+)?)*)\Z"
 )
+
+
+_parse_uri_cached = lru_cache(maxsize=CACHE_SIZE)(_parse_uri)
 
 
 def _parse_sip(scheme: str, rest: str) -> SipUri:
@@ -188,7 +258,8 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
             params = tuple(
                 (n, v if eq else None) for n, eq, v in (item.partition("=") for item in ptext[1:].split(";"))
             )
-        return SipUri(scheme, user, None, host, int(port) if port else None, params, ())
+        port_number = int(port) if port else None
+        return _new_sip(scheme, user, None, host, port_number, params, ())  # type: ignore[no-any-return]
     user = password = None
     at = rest.find("@")
     if at >= 0:
@@ -219,7 +290,7 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
             ps.append((name, value if eq else None))
         params = tuple(ps)
     host, port = _split_hostport(hostport)
-    return SipUri(scheme, user, password, host, port, params, headers)
+    return _new_sip(scheme, user, password, host, port, params, headers)  # type: ignore[no-any-return]
 
 
 def _split_hostport(hostport: str) -> tuple[str, int | None]:
@@ -242,9 +313,14 @@ def _split_hostport(hostport: str) -> tuple[str, int | None]:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
+    if not _is_digits(text) or len(text) > 5 or int(text) > 65535:
         raise SipParseError("Bad port")
     return int(text)
+
+
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also says yes to '²' and Arabic-Indic digits."""
+    return text.isascii() and text.isdigit()
 
 
 def split_host_port(text: str) -> tuple[str, int | None]:
