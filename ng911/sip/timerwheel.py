@@ -55,8 +55,12 @@ class TimerWheel:
             _, _, handle = heapq.heappop(heap)
             if handle.cancelled:
                 continue
+            # Drop the handle's reference to its callback before running it: an owner that
+            # keeps the handle would otherwise form a cycle (owner → handle → bound method →
+            # owner) that only the cyclic GC could free.
+            callback, handle.callback = handle.callback, _noop
             handle.cancelled = True
-            handle.callback(now)
+            callback(now)
             ran += 1
         return ran
 

@@ -174,7 +174,7 @@ class UserAgent:
         self.stats["bad_requests"] += 1
         log.info("bad request from %s: %s", source, reason)
         try:
-            self.port.send(make_response(msg, 400, reason), source)  # type: ignore[arg-type]
+            self.port.send(_uas_response(msg, 400, reason), source)  # type: ignore[arg-type]
         except SipParseError:
             self.stats["dropped"] += 1
 
@@ -187,7 +187,7 @@ class UserAgent:
             elif isinstance(action, CancelRequest):
                 self._on_cancel(action)
             elif isinstance(action, MergedRequest):
-                self.respond(action.key, make_response(action.message, 482))
+                self.respond(action.key, _uas_response(action.message, 482))
             elif isinstance(action, TransactionTerminated):
                 self._clients.pop(action.key, None)
                 self.sessions_by_invite.pop(action.key, None)
@@ -199,8 +199,18 @@ class UserAgent:
                 self._on_request(msg, action.key, action.source)
             except (SipParseError, DialogError) as exc:
                 if msg.method != "ACK" and action.key is not None:
-                    status = getattr(exc, "status", 400)
-                    self.respond(action.key, make_response(msg, status, getattr(exc, "reason", str(exc))))
+                    status = getattr(exc, "status", None) or getattr(exc, "status_hint", 400)
+                    self.respond(action.key, _uas_response(msg, status, getattr(exc, "reason", str(exc))))
+            except Exception:
+                # A bug in a handler must not leave the peer unanswered (it would retransmit
+                # for 32 s and give up) nor take other calls down with it: log, answer 500.
+                log.exception("handler failed on %s %s call-id=%s", msg.method, msg.uri, msg.call_id)
+                self.stats["handler_errors"] = self.stats.get("handler_errors", 0) + 1
+                if msg.method != "ACK" and action.key is not None:
+                    try:
+                        self.respond(action.key, _uas_response(msg, 500, "Server Internal Error"))
+                    except Exception:  # the handler may have answered already
+                        log.debug("no 500 sent for %s", msg.call_id)
             return
         if isinstance(msg, Response):
             if action.key is None:
@@ -233,8 +243,7 @@ class UserAgent:
     ) -> Any:
         """Add Via (and Contact for dialog-creating/target-refresh requests) and send."""
         if dest is None:
-            next_hop = request.routes[0].uri if request.routes else request.uri
-            dest = self.port.destination(request, next_hop)
+            dest = self.port.destination(request, _next_hop(request))
         transport, host, port = self.port.local_address(dest)
         via = Via(transport, host, port, (("branch", new_branch()), ("rport", None)))
         headers = request.headers.prepend("Via", str(via))
@@ -303,8 +312,11 @@ class UserAgent:
         if response.cseq.method != "INVITE" or not 200 <= response.status < 300:
             return
         session = self.dialogs.get((response.call_id, response.from_.tag or "", response.to.tag or ""))
-        if session is not None and session.last_ack is not None:
-            self.send_ack(session.last_ack, session.dest)
+        if session is not None:
+            # The ACK we sent for this very 2xx (the INVITE's or a re-INVITE's: same CSeq).
+            ack = session._acks.get(response.cseq.seq)
+            if ack is not None:
+                self.send_ack(ack, session._dest_for(ack))
             return
         early = self._early.get((response.call_id, response.from_.tag or ""))
         if early is not None and early.dialog is not None and early.dialog.remote_tag != response.to.tag:
@@ -324,23 +336,27 @@ class UserAgent:
             if session is None:
                 self.respond(key, make_response(request, 481))
                 return
+            if self._reject_unsupported(request, key):
+                return
             session.dialog.check_request(request)  # type: ignore[union-attr]
             session._on_in_dialog_request(request, key, source)
             return
         if method == "ACK":
             return  # ACK for a non-2xx is absorbed by the transaction; stray ones dropped
+        if method in ALLOW and self._reject_unsupported(request, key):
+            return
         if method == "INVITE":
             self._on_new_invite(request, key, source)
         elif method == "OPTIONS":
             self.respond(key, self._options_response(request))
         elif method in ("BYE", "PRACK", "UPDATE"):
-            self.respond(key, make_response(request, 481))
+            self.respond(key, _uas_response(request, 481))
         elif method in ALLOW:
             self.handler.on_request(None, request, self._replier(request, key))
         elif method in KNOWN_NOT_ALLOWED:
-            self.respond(key, make_response(request, 405, headers=[("Allow", ", ".join(ALLOW))]))
+            self.respond(key, _uas_response(request, 405, headers=[("Allow", ", ".join(ALLOW))]))
         else:
-            self.respond(key, make_response(request, 501, headers=[("Allow", ", ".join(ALLOW))]))
+            self.respond(key, _uas_response(request, 501, headers=[("Allow", ", ".join(ALLOW))]))
 
     def _replier(self, request: Request, key: Any) -> Callable[..., None]:
         def reply(status: int, reason: str | None = None, headers=(), body: bytes = b"", content_type=None) -> None:  # type: ignore[no-untyped-def]
@@ -362,15 +378,19 @@ class UserAgent:
             ],
         )
 
+    def _reject_unsupported(self, request: Request, key: Any) -> bool:
+        """§8.2.2.3: a Require naming an extension we lack gets 420 with Unsupported (any
+        method but ACK and CANCEL, which never reach here)."""
+        unsupported = request.header_tokens("Require") - set(SUPPORTED)
+        if not unsupported:
+            return False
+        self.respond(key, _uas_response(request, 420, headers=[("Unsupported", ", ".join(sorted(unsupported)))]))
+        return True
+
     def _on_new_invite(self, request: Request, key: Any, source: Any) -> None:
-        require = request.header_tokens("Require")
-        unsupported = require - set(SUPPORTED)
-        if unsupported:
-            self.respond(key, make_response(request, 420, headers=[("Unsupported", ", ".join(sorted(unsupported)))]))
-            return
         se = _session_expires(request)
         if se is not None and se[0] < self.config.min_se:
-            self.respond(key, make_response(request, 422, headers=[("Min-SE", str(self.config.min_se))]))
+            self.respond(key, _uas_response(request, 422, headers=[("Min-SE", str(self.config.min_se))]))
             return
         session = Session(self, role="uas", invite=request)
         session.invite_key = key
@@ -381,14 +401,42 @@ class UserAgent:
         self.handler.on_invite(session, request)
 
     def _on_cancel(self, action: CancelRequest) -> None:
-        self.respond(action.key, make_response(action.message, 200 if action.invite_key is not None else 481))
+        session = self.sessions_by_invite.get(action.invite_key) if action.invite_key is not None else None
+        # §9.2: the CANCEL's response SHOULD carry the To tag of the INVITE's response.
+        tag = session.dialog.local_tag if session is not None and session.dialog is not None else None
+        status = 200 if action.invite_key is not None else 481
+        self.respond(action.key, _uas_response(action.message, status, to_tag=tag))
         if action.invite_key is None or not action.invite_pending:
             return
-        session = self.sessions_by_invite.get(action.invite_key)
         if session is not None and session.state in (INCOMING, SESSION_EARLY):
             session._final(487)
             self.handler.on_cancelled(session, action.message)
             session._terminate("cancelled")
+
+
+def _uas_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    headers: Any = (),
+    to_tag: str | None = None,
+) -> Response:
+    """A response the UA core answers on its own. §8.2.6.2: a final response to a request
+    without To tag gets one (a new one unless ``to_tag``); a To too broken to read is echoed."""
+    try:
+        return make_response(request, status, reason, to_tag=to_tag or new_tag(), headers=headers)
+    except SipParseError:
+        return make_response(request, status, reason, headers=headers)
+
+
+def _next_hop(request: Request) -> Uri:
+    """§8.1.2 / §12.2.1.1: the first Route when it is a loose router, else the Request-URI
+    (which holds the strict router when the route set starts with one)."""
+    routes = request.routes
+    if routes and routes[0].uri.has_param("lr"):
+        return routes[0].uri
+    return request.uri
 
 
 def _is_reliable(dest: Any) -> bool:
@@ -398,6 +446,14 @@ def _is_reliable(dest: Any) -> bool:
 def _is_sdp(msg: Request | Response) -> bool:
     ctype = msg.content_type
     return bool(msg.body) and ctype is not None and ctype.split(";")[0].strip().lower() == "application/sdp"
+
+
+def _session_expires_or_none(msg: Request | Response) -> tuple[int, str | None] | None:
+    """`_session_expires` for a response: a malformed value is ignored, not raised."""
+    try:
+        return _session_expires(msg)
+    except SipParseError:
+        return None
 
 
 def _session_expires(msg: Request | Response) -> tuple[int, str | None] | None:
@@ -415,6 +471,39 @@ def _session_expires(msg: Request | Response) -> tuple[int, str | None] | None:
     return int(head), refresher
 
 
+class _Retransmission:
+    """One retransmission schedule (a 2xx until ACK, a reliable 1xx until PRACK).
+
+    An object with a method rather than a closure that re-schedules itself: such a closure
+    refers to its own cell, a reference cycle that outlives the call and leaves every
+    finished schedule to the cyclic GC (measured: full collections of 0.5 s under load).
+    """
+
+    __slots__ = ("session", "attr", "send", "cap", "on_give_up", "give_up", "interval")
+
+    def __init__(self, session: Session, attr: str, send: Callable[[], bool], cap: float | None,
+                 on_give_up: Callable[[], None] | None, give_up: float) -> None:
+        self.session, self.attr, self.send, self.cap = session, attr, send, cap
+        self.on_give_up, self.give_up = on_give_up, give_up
+        self.interval = 0.0
+
+    def arm(self, now: float, interval: float) -> None:
+        self.interval = interval
+        timers = self.session.ua.timers
+        setattr(self.session, self.attr, timers.call_at(min(now + interval, self.give_up), self.fire))
+
+    def fire(self, at: float) -> None:
+        setattr(self.session, self.attr, None)
+        if at >= self.give_up:
+            if self.on_give_up is not None:
+                self.on_give_up()
+            return
+        if not self.send():
+            return
+        nxt = self.interval * 2 if self.cap is None else min(self.interval * 2, self.cap)
+        self.arm(at, nxt)
+
+
 class Session:
     """One INVITE-created session (a dialog plus its offer/answer and timers)."""
 
@@ -430,6 +519,7 @@ class Session:
         self.source: Any = None
         self.dest: Any = None
         self.last_ack: Request | None = None
+        self._acks: dict[int, Request] = {}  # UAC: the ACK sent for each CSeq's 2xx (re-sent on a retransmission)
         self.user_data: dict[str, Any] = {}
         self.terminated_reason: str | None = None
         # UAS 2xx retransmission (§13.3.1.4) and reliable provisionals (RFC 3262)
@@ -440,8 +530,9 @@ class Session:
         self._prov_retx: TimerHandle | None = None
         self._prack_rseq: int = 0  # UAC: last RSeq we PRACKed
         # re-INVITE / UPDATE handling
-        self._pending_in: tuple[Request, Any] | None = None  # incoming re-INVITE/UPDATE to answer
+        self._pending_in: tuple[Request, Any, Any] | None = None  # incoming re-INVITE/UPDATE (request, key, source)
         self._reinvite_out = False
+        self._offer_out = False  # our re-INVITE/UPDATE carrying an offer awaits its answer (glare)
         self._reinvite_final: Response | None = None
         self._reinvite_retx: TimerHandle | None = None
         # RFC 4028
@@ -449,6 +540,8 @@ class Session:
         self.refresher: str | None = None  # "uac" | "uas"
         self._st_timer: TimerHandle | None = None
         self._cancel_requested = False
+        self._cancel_guard: TimerHandle | None = None
+        self._reinvite_ack_seq: int | None = None  # offerless re-INVITE: 2xx waiting for ack(answer)
 
     def __repr__(self) -> str:
         return f"<Session {self.role} {self.invite.call_id} {self.state}>"
@@ -460,6 +553,47 @@ class Session:
     @property
     def we_refresh(self) -> bool:
         return self.refresher is not None and self.refresher == self.role
+
+    @property
+    def _peer_role(self) -> str:
+        return "uas" if self.role == "uac" else "uac"
+
+    # RFC 4028 §4/§7.4/§9: the refresher parameter names the UAC or UAS *of the transaction
+    # carrying it*; self.refresher names the role in the dialog-creating INVITE. They agree on
+    # the initial INVITE only: a refresh the original UAS sends ("uac" = the sender) must be
+    # translated both ways, or each side ends up waiting for the other to refresh.
+    def _refresher_param(self, *, we_send_request: bool) -> str:
+        """Our self.refresher, spelt for a message of a transaction we are the UAC of
+        (``we_send_request``) or the UAS of."""
+        sender = self.role if we_send_request else self._peer_role
+        return "uac" if self.refresher == sender else "uas"
+
+    def _refresher_from(self, param: str | None, *, we_sent_request: bool) -> str | None:
+        """A refresher parameter received in a transaction we are the UAC of (or the UAS of),
+        as a dialog role."""
+        if param not in ("uac", "uas"):
+            return None
+        request_sender = self.role if we_sent_request else self._peer_role
+        other = self._peer_role if request_sender == self.role else self.role
+        return request_sender if param == "uac" else other
+
+    def _dest_for(self, request: Request) -> Any:
+        """§12.2.1.1 / §13.2.2.4: an in-dialog request (ACK included) goes to the first loose
+        route or the Request-URI — the remote target, or the strict router — not to wherever
+        the INVITE went or came from (those only coincide without proxies)."""
+        try:
+            return self.ua.port.destination(request, _next_hop(request))
+        except ValueError:  # e.g. a tel: remote target: fall back on the INVITE's peer
+            return self.dest
+
+    def _retransmit(
+        self, attr: str, send: Callable[[], bool], *, cap: float | None, on_give_up: Callable[[], None] | None
+    ) -> None:
+        """Call ``send`` at T1 and then at intervals doubling (up to ``cap`` when given) while it
+        returns True; at exactly 64*T1 after now, stop and call ``on_give_up``. The current
+        timer handle is kept in ``self.<attr>`` so it can be cancelled."""
+        t = self.ua.config.timers
+        _Retransmission(self, attr, send, cap, on_give_up, self.ua.now() + 64 * t.t1).arm(self.ua.now(), t.t1)
 
     # --- UAS side -------------------------------------------------------------------
     def _local_tag(self) -> str:
@@ -477,7 +611,7 @@ class Session:
         if self.state not in (INCOMING, SESSION_EARLY):
             return
         tag = self._local_tag()
-        headers: list[tuple[str, str]] = [("Contact", self._contact())]
+        headers: list[tuple[str, str]] = [*self._record_routes(), ("Contact", self._contact())]
         peer = self.invite.header_tokens("Supported") | self.invite.header_tokens("Require")
         if reliable is None:
             reliable = self.ua.config.prefer_100rel and "100rel" in peer and sdp is not None
@@ -495,26 +629,31 @@ class Session:
         self.ua.respond(self.invite_key, response)
         if reliable:
             self._unacked_prov = (self._rseq, response)
-            self._arm_prov_retx(self.ua.config.timers.t1, self.ua.now())
+            self._arm_prov_retx()
 
-    def _arm_prov_retx(self, interval: float, now: float) -> None:
-        t = self.ua.config.timers
-        started = now
+    def _record_routes(self) -> list[tuple[str, str]]:
+        """§12.1.1: a response that establishes a dialog carries the request's Record-Route
+        values, in order — the UAC builds its route set from them."""
+        return [("Record-Route", value) for value in self.invite.headers.get_all("Record-Route")]
 
-        def retx(at: float, interval: float = interval) -> None:
+    def _arm_prov_retx(self) -> None:
+        """RFC 3262 §3: retransmit the reliable 1xx at T1, 2*T1, 4*T1... (no T2 cap, unlike a
+        2xx) until PRACKed; after 64*T1 without PRACK reject the INVITE with a 5xx."""
+
+        def send() -> bool:
+            if self._unacked_prov is None or self.state != SESSION_EARLY:
+                return False
+            self.ua.port.send(self._unacked_prov[1], self.source)
+            return True
+
+        def give_up() -> None:
             if self._unacked_prov is None or self.state != SESSION_EARLY:
                 return
-            if at - started >= 64 * t.t1:
-                # RFC 3262 §3: no PRACK: reject the INVITE.
-                self._unacked_prov = None
-                self._final(504, "No PRACK")
-                self._terminate("no PRACK")
-                return
-            self.ua.port.send(self._unacked_prov[1], self.source)
-            nxt = min(interval * 2, t.t2)
-            self._prov_retx = self.ua.timers.call_at(at + nxt, lambda a: retx(a, nxt))
+            self._unacked_prov = None
+            self._final(504, "No PRACK")
+            self._terminate("no PRACK")
 
-        self._prov_retx = self.ua.timers.call_at(now + interval, retx)
+        self._retransmit("_prov_retx", send, cap=None, on_give_up=give_up)
 
     def answer(self, sdp: bytes | None, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """Accept the INVITE with 200 (SDP: our answer, or our offer when the INVITE had none)."""
@@ -524,6 +663,7 @@ class Session:
         if sdp is not None:
             self.local_sdp = sdp
         extra: list[tuple[str, str]] = [
+            *self._record_routes(),
             ("Contact", self._contact()),
             ("Allow", ", ".join(ALLOW)),
             ("Supported", ", ".join(SUPPORTED)),
@@ -534,6 +674,7 @@ class Session:
             self.invite, 200, to_tag=tag, headers=extra, body=sdp or b"", content_type="application/sdp" if sdp else None
         )
         self._unacked_prov = None
+        self._stop(self._prov_retx)
         self.state = ANSWERED
         assert self.dialog is not None
         self.dialog.state = CONFIRMED
@@ -558,22 +699,19 @@ class Session:
         return out
 
     def _start_2xx_retx(self, response: Response, on_timeout: Callable[[], None]) -> None:
+        """§13.3.1.4: retransmit the 2xx at T1, 2*T1, ... capped at T2 until the ACK; no ACK
+        64*T1 after the first send → ``on_timeout`` (exactly then: the last interval is clipped)."""
         t = self.ua.config.timers
         if _is_reliable(self.source):
             # Still bounded: no ACK within 64*T1 ends the session.
             self._retx = self.ua.timers.call_at(self.ua.now() + 64 * t.t1, lambda at: on_timeout())
             return
-        started = self.ua.now()
 
-        def retx(at: float, interval: float) -> None:
-            if at - started >= 64 * t.t1:
-                on_timeout()
-                return
+        def send() -> bool:
             self.ua.port.send(response, self.source)
-            nxt = min(interval * 2, t.t2)
-            self._retx = self.ua.timers.call_at(at + nxt, lambda a: retx(a, nxt))
+            return True
 
-        self._retx = self.ua.timers.call_at(started + t.t1, lambda a: retx(a, t.t1))
+        self._retransmit("_retx", send, cap=t.t2, on_give_up=on_timeout)
 
     def _ack_timeout(self) -> None:
         log.info("no ACK for 2xx on %s: ending session", self.call_id)
@@ -591,10 +729,10 @@ class Session:
         self.ua.respond(self.invite_key, make_response(self.invite, status, reason, to_tag=tag, headers=headers))
 
     def _on_ack(self, ack: Request) -> None:
-        if self._reinvite_final is not None and ack.cseq.seq != self.invite.cseq.seq:
+        if self._reinvite_final is not None and ack.cseq.seq == self._reinvite_final.cseq.seq:
             self._stop(self._reinvite_retx)
             self._reinvite_final = None
-            if ack.body:
+            if ack.body and _is_sdp(ack):
                 self.remote_sdp = ack.body
             return
         if self.state != ANSWERED:
@@ -620,8 +758,12 @@ class Session:
             self._on_prack(request, key)
             return
         if method in ("INVITE", "UPDATE"):
-            if method == "INVITE" and self._reinvite_out:
-                self.ua.respond(key, make_response(request, 491))  # §14.2 glare
+            # Glare: §14.2 (a re-INVITE while ours is pending) and RFC 3311 §5.2 (an offer
+            # while an offer of ours, in a re-INVITE or an UPDATE, awaits its answer).
+            if (method == "INVITE" and (self._reinvite_out or self._offer_out)) or (
+                method == "UPDATE" and _is_sdp(request) and self._offer_out
+            ):
+                self.ua.respond(key, make_response(request, 491))
                 return
             if self._pending_in is not None:
                 self.ua.respond(key, make_response(request, 500, headers=[("Retry-After", "1")]))
@@ -629,9 +771,9 @@ class Session:
             st = _session_expires(request)
             if st is not None and self.session_interval is not None:
                 self.session_interval = st[0]
-                self.refresher = st[1] or self.refresher
-            self._pending_in = (request, key)
-            if request.body:
+                self.refresher = self._refresher_from(st[1], we_sent_request=False) or self.refresher
+            self._pending_in = (request, key, source)
+            if request.body and _is_sdp(request):
                 self.remote_sdp = request.body
             self._restart_session_timer()
             if method == "INVITE":
@@ -651,13 +793,16 @@ class Session:
         """Answer the pending re-INVITE/UPDATE with 200 (and ``sdp``)."""
         if self._pending_in is None:
             return
-        request, key = self._pending_in
+        request, key, source = self._pending_in
         self._pending_in = None
         if sdp is not None:
             self.local_sdp = sdp
         extra: list[tuple[str, str]] = [("Contact", self._contact())]
         if self.session_interval:
-            extra.append(("Session-Expires", f"{self.session_interval};refresher={self.refresher}"))
+            param = self._refresher_param(we_send_request=False)
+            extra.append(("Session-Expires", f"{self.session_interval};refresher={param}"))
+            if param == "uac":  # RFC 4028 §9: the requester refreshes, so it must support timer
+                extra.append(("Require", "timer"))
         extra += list(headers)
         response = make_response(
             request, 200, to_tag=self.dialog.local_tag if self.dialog else None, headers=extra,
@@ -666,27 +811,27 @@ class Session:
         self.ua.respond(key, response)
         if request.method == "INVITE":
             self._reinvite_final = response
-            self._start_reinvite_2xx_retx(response)
+            self._start_reinvite_2xx_retx(response, source)
 
-    def _start_reinvite_2xx_retx(self, response: Response) -> None:
-        t = self.ua.config.timers
-        if _is_reliable(self.source):
+    def _start_reinvite_2xx_retx(self, response: Response, source: Any) -> None:
+        """The re-INVITE's 2xx, like the INVITE's, is retransmitted until its ACK — back over
+        the flow the re-INVITE came from."""
+        self._stop(self._reinvite_retx)
+        if _is_reliable(source):
             return
-        started = self.ua.now()
 
-        def retx(at: float, interval: float) -> None:
-            if self._reinvite_final is not response or at - started >= 64 * t.t1:
-                return
-            self.ua.port.send(response, self.dest)
-            nxt = min(interval * 2, t.t2)
-            self._reinvite_retx = self.ua.timers.call_at(at + nxt, lambda a: retx(a, nxt))
+        def send() -> bool:
+            if self._reinvite_final is not response or self.state == SESSION_TERMINATED:
+                return False
+            self.ua.port.send(response, source)
+            return True
 
-        self._reinvite_retx = self.ua.timers.call_at(started + t.t1, lambda a: retx(a, t.t1))
+        self._retransmit("_reinvite_retx", send, cap=self.ua.config.timers.t2, on_give_up=None)
 
     def reject_update(self, status: int = 488, reason: str | None = None) -> None:
         if self._pending_in is None:
             return
-        request, key = self._pending_in
+        request, key, _source = self._pending_in
         self._pending_in = None
         self.ua.respond(key, make_response(request, status, reason))
 
@@ -704,13 +849,23 @@ class Session:
         self.invite = request
         self.invite_key = self.ua.send_request(request, self._on_invite_response, self._on_invite_failure, self.dest)
         if self.dest is None:
-            next_hop = request.routes[0].uri if request.routes else request.uri
-            self.dest = self.ua.port.destination(request, next_hop)
+            self.dest = self.ua.port.destination(request, _next_hop(request))
 
     def _on_invite_response(self, response: Response) -> None:
         status = response.status
+        if self.state == SESSION_TERMINATED:
+            # Never revive an ended session. A 2xx retransmission after our BYE means our ACK
+            # was lost: send it again (the BYE is on its way). A 2xx to an INVITE we gave up on
+            # still makes a dialog at the peer: ACK it and BYE it.
+            if 200 <= status < 300 and response.to.tag:
+                ack = self._acks.get(response.cseq.seq)
+                if ack is not None and self.dialog is not None and self.dialog.remote_tag == response.to.tag:
+                    self.ua.send_ack(ack, self._dest_for(ack))
+                else:
+                    self._ack_and_bye_fork(response)
+            return
         if status < 200:
-            if status == 100:
+            if status == 100 or self._is_1xx_retransmission(response):
                 return
             if response.to.tag and self.dialog is None:
                 self.dialog = Dialog.from_uac_response(self.invite, response)
@@ -734,23 +889,28 @@ class Session:
             else:
                 self.dialog.update_from_response(self.invite, response)
             if self.state == SESSION_CONFIRMED:
-                if self.last_ack is not None:
-                    self.ua.send_ack(self.last_ack, self.dest)
+                # A retransmission of the 2xx: our ACK was lost; send it again (§13.2.2.4).
+                ack = self._acks.get(response.cseq.seq)
+                if ack is not None:
+                    self.ua.send_ack(ack, self._dest_for(ack))
                 return
             self.ua._early.pop((self.call_id, self.dialog.local_tag), None)
+            self._stop(self._cancel_guard)
             if response.body and _is_sdp(response):
                 self.remote_sdp = response.body
             self.user_data["peer_allow"] = response.header_tokens("Allow")
-            se = _session_expires(response)
+            se = _session_expires_or_none(response)
             if se is not None:
-                self.session_interval, self.refresher = se[0], se[1] or "uac"
+                self.session_interval = se[0]
+                self.refresher = self._refresher_from(se[1], we_sent_request=True) or "uac"
             self.state = SESSION_CONFIRMED
             if self._cancel_requested:
-                self.ack()
+                # CANCEL crossed the 2xx (§9.1): the dialog exists; ACK it, then BYE it.
+                self._send_ack(self.invite.cseq.seq)
                 self.bye(reason="cancelled")
                 return
             self.ua.handler.on_answered(self, response)
-            if self.invite.body and self.last_ack is None:
+            if self.invite.body and self.last_ack is None and self.state == SESSION_CONFIRMED:
                 self.ack()
             return
         # final failure
@@ -763,6 +923,13 @@ class Session:
                 return
         self._terminate(f"{status} {response.reason}", notify=False)
         self.ua.handler.on_failed(self, response, f"{status} {response.reason}")
+
+    def _is_1xx_retransmission(self, response: Response) -> bool:
+        """RFC 3262 §4: a reliable 1xx whose RSeq we have seen already is not passed up again."""
+        if "100rel" not in response.header_tokens("Require"):
+            return False
+        rseq = (response.headers.get("RSeq") or "").strip()
+        return rseq.isdigit() and self._prack_rseq > 0 and int(rseq) <= self._prack_rseq
 
     def _resend_with(self, *, session_expires: int) -> None:
         headers = self.invite.headers.remove("Via").set("Session-Expires", str(session_expires))
@@ -778,6 +945,8 @@ class Session:
 
     def _on_invite_failure(self, reason: str) -> None:
         self.ua._early.pop((self.call_id, self.invite.from_.tag or ""), None)
+        if self.state == SESSION_TERMINATED:
+            return
         self._terminate(reason, notify=False)
         self.ua.handler.on_failed(self, None, reason)
 
@@ -793,37 +962,69 @@ class Session:
         self._prack_rseq = n
         dialog = Dialog.from_uac_response(self.invite, response) if self.dialog.remote_tag != response.to.tag else self.dialog
         prack = dialog.create_request("PRACK", headers=(("RAck", f"{n} {self.invite.cseq.seq} INVITE"),))
-        self.ua.send_request(prack, lambda r: None, lambda reason: None, self.dest)
+        self.ua.send_request(prack, lambda r: None, lambda reason: None, self._dest_for(prack))
 
     def _ack_and_bye_fork(self, response: Response) -> None:
+        """§13.2.2.4: ACK a 2xx we do not want (another fork, or an INVITE we gave up on) and
+        BYE its dialog; a retransmission of that 2xx only gets the ACK again."""
+        forks: dict[str, Request] = self.user_data.setdefault("_fork_acks", {})
+        tag = response.to.tag or ""
+        if tag in forks:
+            self.ua.send_ack(forks[tag], self._dest_for(forks[tag]))
+            return
         fork = Dialog.from_uac_response(self.invite, response)
         ack = fork.create_request("ACK", cseq=self.invite.cseq.seq)
-        self.ua.send_ack(self._with_via(ack), self.dest)
+        dest = self._dest_for(ack)
+        forks[tag] = ack = self._with_via(ack, dest)
+        self.ua.send_ack(ack, dest)
         bye = fork.create_request("BYE")
-        self.ua.send_request(bye, lambda r: None, lambda reason: None, self.dest)
+        self.ua.send_request(bye, lambda r: None, lambda reason: None, self._dest_for(bye))
 
-    def _with_via(self, request: Request) -> Request:
-        transport, host, port = self.ua.port.local_address(self.dest)
+    def _with_via(self, request: Request, dest: Any) -> Request:
+        transport, host, port = self.ua.port.local_address(dest)
         via = Via(transport, host, port, (("branch", new_branch()), ("rport", None)))
         return request.replace(headers=request.headers.prepend("Via", str(via)))
 
+    def _send_ack(self, seq: int, sdp: bytes | None = None) -> Request:
+        """Build, remember (for 2xx retransmissions) and send the ACK for the 2xx of CSeq ``seq``."""
+        assert self.dialog is not None
+        body = sdp or b""
+        headers = (("Content-Type", "application/sdp"),) if body else ()
+        ack = self.dialog.create_request("ACK", cseq=seq, headers=headers, body=body)
+        dest = self._dest_for(ack)
+        ack = self._with_via(ack, dest)
+        self._acks[seq] = ack
+        if seq == self.invite.cseq.seq:
+            self.last_ack = ack
+        self.ua.send_ack(ack, dest)
+        return ack
+
     def ack(self, sdp: bytes | None = None) -> None:
-        """Send the ACK for the 2xx (with the answer, for a delayed-offer INVITE)."""
-        if self.dialog is None:
+        """Send the ACK for the 2xx (with the answer, for a delayed-offer INVITE — or for an
+        offerless re-INVITE, whose 2xx waits for this call)."""
+        if self.dialog is None or self.state == SESSION_TERMINATED:
             return
         if sdp is not None:
             self.local_sdp = sdp
-        body = sdp or b""
-        headers = (("Content-Type", "application/sdp"),) if body else ()
-        ack = self.dialog.create_request("ACK", cseq=self.invite.cseq.seq, headers=headers, body=body)
-        self.last_ack = self._with_via(ack)
-        self.ua.send_ack(self.last_ack, self.dest)
+        if self._reinvite_ack_seq is not None:
+            seq, self._reinvite_ack_seq = self._reinvite_ack_seq, None
+            self._send_ack(seq, sdp)
+            return
+        if self.last_ack is not None:
+            self.ua.send_ack(self.last_ack, self._dest_for(self.last_ack))
+            return
+        self._send_ack(self.invite.cseq.seq, sdp)
         if self.state == SESSION_CONFIRMED:
             self._start_session_timer()
             self.ua.handler.on_confirmed(self, None)
 
     def cancel(self) -> None:
-        """CANCEL a pending outgoing INVITE (sent once a provisional has arrived, §9.1)."""
+        """CANCEL a pending outgoing INVITE (sent once a provisional has arrived, §9.1).
+
+        The INVITE then ends with ``on_failed`` (487, or "timeout" when no final response
+        comes within 64*T1 of the CANCEL); if a 2xx crossed the CANCEL the session is ACKed
+        and BYEd and ends with ``on_terminated(.., "cancelled")``.
+        """
         if self.role != "uac" or self.state not in (CALLING, SESSION_EARLY):
             if self.state == SESSION_CONFIRMED:
                 self.bye(reason="cancelled")
@@ -841,7 +1042,20 @@ class Session:
         except LocalProtocolError:
             return  # a final response came first; the 2xx path BYEs if needed
         self.ua._clients[key] = _ClientCtx(self.invite, self.dest, lambda r: None, lambda reason: None)
+        t = self.ua.config.timers
+        self._cancel_guard = self.ua.timers.call_at(self.ua.now() + 64 * t.t1, lambda at: self._cancel_timeout())
         self.ua._perform(actions)
+
+    def _cancel_timeout(self) -> None:
+        """§9.1: no final response 64*T1 after our CANCEL: consider the INVITE dead. (An ICT
+        in Proceeding runs no timer of its own; Timer C is the TU's.)"""
+        if self.state not in (CALLING, SESSION_EARLY):
+            return
+        key = self.invite_key
+        self.ua._clients.pop(key, None)
+        # The layer has no "abandon" input; a transport error ends the ICT from any state.
+        self.ua._perform(self.ua.layer.transport_error(key, self.ua.now(), "no final response after CANCEL"))
+        self._on_invite_failure("timeout")
 
     # --- requests we send within the dialog -----------------------------------------
     def request(
@@ -854,42 +1068,66 @@ class Session:
         on_response: Callable[[Response], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
     ) -> Any:
+        """Send an in-dialog request. A final 408 or 481, a timeout or a transport error also
+        ends the session (see `_failed`), after ``on_response`` / ``on_failure`` ran."""
         if self.dialog is None:
             raise RuntimeError("no dialog yet")
         extra = list(headers)
         if body and content_type:
             extra.append(("Content-Type", content_type))
         req = self.dialog.create_request(method, headers=tuple(extra), body=body)
-        return self.ua.send_request(
-            req,
-            on_response or (lambda r: None),
-            on_failure or (lambda reason: None),
-            self.dest,
-        )
+
+        def response(resp: Response) -> None:
+            if on_response is not None:
+                on_response(resp)
+            if resp.status in (408, 481):
+                self._failed(f"{method} got {resp.status}")
+
+        def failure(reason: str) -> None:
+            if on_failure is not None:
+                on_failure(reason)
+            self._failed(f"{method} {reason}")
+
+        return self.ua.send_request(req, response, failure, self._dest_for(req))
 
     def reinvite(self, sdp: bytes | None, *, on_done: Callable[[Response | None], None] | None = None) -> None:
-        """Send a re-INVITE (``sdp`` None: offerless, the answer goes in our ACK via ``ack``)."""
+        """Send a re-INVITE (``sdp`` None: offerless; the 2xx carries the peer's offer and
+        ``on_reinvite_answered`` must call ``ack(answer)``; else the ACK goes at once)."""
         if self.dialog is None or self.state == SESSION_TERMINATED:
             return
         self._reinvite_out = True
+        self._offer_out = sdp is not None
         if sdp is not None:
             self.local_sdp = sdp
         headers: list[tuple[str, str]] = [("Allow", ", ".join(ALLOW)), ("Supported", ", ".join(SUPPORTED))]
         if self.session_interval:
-            headers.append(("Session-Expires", f"{self.session_interval};refresher={self.refresher}"))
-        seq_holder: dict[str, int] = {}
+            param = self._refresher_param(we_send_request=True)
+            headers.append(("Session-Expires", f"{self.session_interval};refresher={param}"))
+        answered = False
 
         def on_response(resp: Response) -> None:
+            nonlocal answered
             if resp.status < 200:
                 return
-            self._reinvite_out = False
+            seq = req.cseq.seq
+            if answered:
+                # A retransmission of the 2xx (our ACK was lost): ACK again, report nothing.
+                ack = self._acks.get(seq)
+                if 200 <= resp.status < 300 and ack is not None:
+                    self.ua.send_ack(ack, self._dest_for(ack))
+                return
+            answered = True
+            self._reinvite_out = self._offer_out = False
             if 200 <= resp.status < 300:
                 assert self.dialog is not None
                 self.dialog.update_from_response(req, resp)
                 if resp.body and _is_sdp(resp):
                     self.remote_sdp = resp.body
-                ack = self.dialog.create_request("ACK", cseq=seq_holder["seq"])
-                self.ua.send_ack(self._with_via(ack), self.dest)
+                self._session_expires_from_2xx(resp)
+                if sdp is None and _is_sdp(resp):
+                    self._reinvite_ack_seq = seq  # the app answers with ack(sdp)
+                else:
+                    self._send_ack(seq)
                 self._restart_session_timer()
             elif resp.status in (408, 481):
                 self._failed(f"re-INVITE got {resp.status}")
@@ -898,7 +1136,7 @@ class Session:
                 on_done(resp)
 
         def on_failure(reason: str) -> None:
-            self._reinvite_out = False
+            self._reinvite_out = self._offer_out = False
             self._failed(f"re-INVITE {reason}")
             if on_done:
                 on_done(None)
@@ -906,41 +1144,73 @@ class Session:
         req = self.dialog.create_request(
             "INVITE", headers=tuple(headers) + ((("Content-Type", "application/sdp"),) if sdp else ()), body=sdp or b""
         )
-        seq_holder["seq"] = req.cseq.seq
-        self.ua.send_request(req, on_response, on_failure, self.dest)
+        self.ua.send_request(req, on_response, on_failure, self._dest_for(req))
 
     def update(self, sdp: bytes | None = None) -> None:
         """Send an UPDATE (RFC 3311), with an offer or as a bare session refresh."""
+        if self.dialog is None or self.state == SESSION_TERMINATED:
+            return
         headers: list[tuple[str, str]] = []
         if self.session_interval:
-            headers.append(("Session-Expires", f"{self.session_interval};refresher={self.refresher}"))
+            param = self._refresher_param(we_send_request=True)
+            headers.append(("Session-Expires", f"{self.session_interval};refresher={param}"))
+        if sdp is not None:
+            self.local_sdp = sdp
+            self._offer_out = True
 
         def on_response(resp: Response) -> None:
+            if resp.status < 200:
+                return
+            if sdp is not None:
+                self._offer_out = False
             if 200 <= resp.status < 300:
                 if resp.body and _is_sdp(resp):
                     self.remote_sdp = resp.body
+                self._session_expires_from_2xx(resp)
                 self._restart_session_timer()
-            elif resp.status in (408, 481):
-                self._failed(f"UPDATE got {resp.status}")
+
+        def on_failure(reason: str) -> None:
+            if sdp is not None:
+                self._offer_out = False
 
         self.request(
             "UPDATE", body=sdp or b"", content_type="application/sdp" if sdp else None, headers=tuple(headers),
-            on_response=on_response, on_failure=lambda reason: self._failed(f"UPDATE {reason}"),
+            on_response=on_response, on_failure=on_failure,
         )
 
+    def _session_expires_from_2xx(self, resp: Response) -> None:
+        """The 2xx to our refresh may change the interval or the refresher (RFC 4028 §7.4)."""
+        se = _session_expires_or_none(resp)
+        if se is not None and self.session_interval:
+            self.session_interval = se[0]
+            self.refresher = self._refresher_from(se[1], we_sent_request=True) or self.refresher
+
     def bye(self, reason: str = "local BYE") -> None:
-        if self.state == SESSION_TERMINATED or self.dialog is None:
-            if self.role == "uac" and self.state in (CALLING, SESSION_EARLY):
-                self.cancel()
+        """End the session: BYE when confirmed; CANCEL an outgoing INVITE still pending (even
+        with an early dialog: a BYE there would leave the INVITE to be answered); 480 to an
+        incoming INVITE not answered yet."""
+        if self.state == SESSION_TERMINATED:
+            return
+        if self.role == "uac" and self.state in (CALLING, SESSION_EARLY):
+            self.cancel()
             return
         if self.role == "uas" and self.state in (INCOMING, SESSION_EARLY):
             self.reject(480)
+            return
+        if self.dialog is None:
             return
         self.request("BYE")
         self._terminate(reason)
 
     def _failed(self, reason: str) -> None:
-        """The peer is gone (408/481/timeout/transport error on an in-dialog request)."""
+        """The peer is gone: end the session (no BYE) and report ``on_terminated(reason)``.
+
+        Covered — every in-dialog request we send (``request``, ``reinvite``, ``update``,
+        session refreshes) whose final response is 408 or 481 (RFC 3261 §12.2.1.2), or that
+        times out (Timer B/F) or meets a transport error. Reasons read "<METHOD> got 481",
+        "UPDATE timeout", "re-INVITE got 408", "OPTIONS transport error". Not covered: PRACK
+        and BYE (the session is ending anyway), and the initial INVITE (``on_failed``).
+        """
         if self.state == SESSION_TERMINATED:
             return
         log.info("session %s failed: %s", self.call_id, reason)
@@ -993,7 +1263,7 @@ class Session:
             return
         self.state = SESSION_TERMINATED
         self.terminated_reason = reason
-        for h in (self._retx, self._prov_retx, self._st_timer, self._reinvite_retx):
+        for h in (self._retx, self._prov_retx, self._st_timer, self._reinvite_retx, self._cancel_guard):
             self._stop(h)
         if self.dialog is not None:
             self.dialog.state = TERMINATED
