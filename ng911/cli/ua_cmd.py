@@ -146,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
         handler = Caller(args, reactor, emit, lambda: reactor.callLater(0.2, reactor.stop))
     stack = SipStack(reactor, handler, host=host, udp_port=port, tcp_port=port, config=config, trace=args.trace)
     stack.listen()
+    from ng911.runtime import tune_gc
+
+    tune_gc()
     emit("listening", host=host, udp=stack.ports.get("UDP"), tcp=stack.ports.get("TCP"))
 
     if args.role == "answer":
