@@ -1,0 +1,262 @@
+"""The emergency call controller: admits INVITEs from the caller side and drives their calls.
+
+It is the UA core's handler. A new INVITE from a trusted upstream peer becomes a `Call`;
+every event on either leg is dispatched to the call that owns the session. Untrusted peers
+get 403; an emergency call is never rejected for want of an answer point (it waits in its
+queue), and never challenged (no 401/407, NENA i3).
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+from typing import Any, Callable, Iterable
+
+from ng911.call.call import Call
+from ng911.call.observer import CallObserver
+from ng911.emergency import append_history, classify, ensure_ids, extract, headers_to_forward
+from ng911.routing.model import RoutingSpec
+from ng911.routing.pool import Pool
+from ng911.sip.headers import parse_name_addr
+from ng911.sip.message import Request, Response
+from ng911.sip.ua import Session, UaHandler, UserAgent
+
+log = logging.getLogger("ng911.controller")
+
+
+def _content_record(content: Any) -> dict[str, Any]:
+    """What the store keeps of a call's NG9-1-1 content (JSON-able)."""
+    location = content.location
+    full = content.to_dict()
+    return {
+        "nena_call_id": content.call_id,
+        "nena_incident_id": content.incident_id,
+        "location": {
+            "value": location.to_dict() if location is not None else None,
+            "references": list(content.location_references),
+            "geolocation": full["geolocation"],
+            "routing": content.geolocation_routing,
+            "errors": full["errors"],
+        },
+        "additional_data": full["additional_data"],
+        "headers": {
+            "call_info": full["call_info"],
+            "resource_priority": full["resource_priority"],
+            "history_info": full["history_info"],
+        },
+    }
+
+
+class Controller(UaHandler):
+    def __init__(
+        self,
+        routing: RoutingSpec,
+        observer: CallObserver,
+        *,
+        trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
+        domain: str = "ng911.invalid",
+        node: str = "node1",
+    ) -> None:
+        self.routing = routing
+        self.pool = Pool(routing)
+        self.observer = observer
+        self.trusted = tuple(trusted)
+        self.domain = domain
+        self.node = node
+        self.ua: UserAgent = None  # type: ignore[assignment]  # set by attach()
+        self.calls: dict[str, Call] = {}
+        self.on_call_ended: Callable[[Call], None] | None = None
+
+    def attach(self, ua: UserAgent) -> None:
+        self.ua = ua
+
+    def now(self) -> float:
+        return self.ua.now()
+
+    # --- admission ------------------------------------------------------------------------
+    def _trusted(self, source: Any) -> bool:
+        remote = getattr(source, "remote", None)
+        if not remote:
+            return False
+        try:
+            addr = ipaddress.ip_address(remote[0])
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted)
+
+    def on_invite(self, session: Session, request: Request) -> None:
+        if not self._trusted(session.source):
+            log.warning("INVITE from untrusted peer %s refused (403) call-id=%s", getattr(session.source, "remote", None), request.call_id)
+            self.observer.refused(request, "untrusted peer")
+            session.reject(403, "Forbidden: untrusted peer")
+            return
+        kind = classify(request, self.routing.psap_uris)
+        if kind == "other":
+            if self.routing.other_queue is None:
+                self.observer.refused(request, "not an emergency call")
+                session.reject(404, "Not Found")
+                return
+            queue = self.routing.other_queue
+        elif kind == "test":
+            queue = self.routing.test_queue or self.routing.emergency_queue
+        else:
+            queue = self.routing.emergency_queue
+        # NENA call and incident ids: kept when the caller side sent them, minted when not;
+        # either way they travel on the PSAP leg in Call-Info with the rest of the content.
+        request = request.replace(headers=ensure_ids(request.headers, self.domain))
+        session.invite = request
+        info = _content_record(extract(request))
+        forward = headers_to_forward(request)
+        call_id = f"{self.node}-{secrets.token_hex(6)}"
+        call = Call(self, session, request, call_id=call_id, kind=kind, queue=queue, content=info, forward_headers=forward)
+        session.user_data["call"] = call
+        session.user_data["role"] = "upstream"
+        self.calls[call_id] = call
+        self.observer.created(call)
+        call.start()
+
+    # --- dispatch -------------------------------------------------------------------------
+    @staticmethod
+    def _call_of(session: Session) -> Call | None:
+        call = session.user_data.get("call")
+        return call if isinstance(call, Call) else None
+
+    def on_provisional(self, session: Session, response: Response) -> None:
+        call = self._call_of(session)
+        if call is not None and session is not call.upstream:
+            call.on_leg_provisional(session, response)
+
+    def on_answered(self, session: Session, response: Response) -> None:
+        call = self._call_of(session)
+        if call is None:
+            session.bye(reason="not wanted")
+            return
+        call.on_leg_answered(session, response)
+
+    def on_failed(self, session: Session, response: Response | None, reason: str) -> None:
+        call = self._call_of(session)
+        if call is not None and session is not call.upstream:
+            call.on_leg_failed(session, response, reason)
+
+    def on_confirmed(self, session: Session, ack: Request | None) -> None:
+        call = self._call_of(session)
+        if call is not None and session is call.upstream:
+            call.on_caller_ack(ack)
+
+    def on_reinvite(self, session: Session, request: Request) -> None:
+        call = self._call_of(session)
+        if call is None:
+            session.accept_update(session.local_sdp)
+            return
+        call.on_reoffer(session, request)
+
+    def on_update(self, session: Session, request: Request) -> None:
+        call = self._call_of(session)
+        if call is None:
+            session.accept_update(None)
+            return
+        call.on_reoffer(session, request)
+
+    def on_cancelled(self, session: Session, request: Request) -> None:
+        call = self._call_of(session)
+        if call is not None and session is call.upstream:
+            call.caller_cancelled()
+
+    def on_terminated(self, session: Session, reason: str) -> None:
+        call = self._call_of(session)
+        if call is None:
+            return
+        if session is call.upstream:
+            if reason == "remote BYE":
+                call.caller_hung_up()
+            elif not call.ended and reason not in ("cancelled",):
+                call.end(f"upstream leg ended: {reason}", bye_upstream=False)
+            return
+        call.on_leg_terminated(session, reason)
+
+    def on_request(self, session: Session | None, request: Request, reply: Callable[..., None]) -> None:
+        call = self._call_of(session) if session is not None else None
+        if request.method == "REFER" and call is not None and session is call.psap:
+            self._refer(call, session, request, reply)
+            return
+        if request.method == "REFER":
+            reply(403 if session is None else 603)
+            return
+        super().on_request(session, request, reply)
+
+    # --- transfer -------------------------------------------------------------------------
+    def _refer(self, call: Call, leg: Session, request: Request, reply: Callable[..., None]) -> None:
+        refer_to = request.headers.get("Refer-To")
+        if not refer_to or call.state != "talking":
+            reply(400 if not refer_to else 491, "Missing Refer-To" if not refer_to else None)
+            return
+        try:
+            target = parse_name_addr(refer_to).uri
+        except ValueError:
+            reply(400, "Bad Refer-To")
+            return
+        user = getattr(target, "user", None)
+        queue = None
+        if user is not None and any(q.name == user for q in self.routing.queues):
+            queue = user
+        ap = self.pool.by_uri(str(target).split(";")[0]) if queue is None else None
+        reply(202)
+
+        def notify(status: int, reason: str, final: bool = False) -> None:
+            if leg.state == "terminated":
+                return
+            state = "terminated;reason=noresource" if final else "active;expires=60"
+            leg.request(
+                "NOTIFY",
+                body=f"SIP/2.0 {status} {reason}\r\n".encode(),
+                content_type="message/sipfrag;version=2.0",
+                headers=(("Event", "refer"), ("Subscription-State", state)),
+            )
+
+        notify(100, "Trying")
+        if ap is not None:
+            call.start_transfer(leg, ap.spec.uri, None, notify)
+        elif queue is not None:
+            call.start_transfer(leg, str(target), queue, notify)
+        else:
+            call.start_transfer(leg, str(target), None, notify)
+
+    # --- helpers used by Call -----------------------------------------------------------------
+    def psap_from(self, call: Call) -> str:
+        """The From of the PSAP leg: the caller's identity (display name and URI), new tag."""
+        f = call.request.from_
+        return str(f.__class__(f.display_name, f.uri, ()))
+
+    def history_for(self, call: Call, target: str) -> list[tuple[str, str]]:
+        existing = call.request.headers.values("History-Info")
+        entries = append_history(existing, target, None)
+        return [("History-Info", v) for v in entries]
+
+    def save_legs(self, call: Call) -> None:
+        self.observer.legs(call)
+
+    def queue_wait_started(self, call: Call) -> None:
+        self.observer.queue_wait_started(call)
+
+    def queue_wait_ended(self, call: Call) -> None:
+        self.observer.queue_wait_ended(call)
+
+    def call_ended(self, call: Call, outcome: str, reason: str) -> None:
+        self.calls.pop(call.call_id, None)
+        # Unlink the legs from the call (session.user_data → call → session is a cycle):
+        # refcounting then frees both as soon as the UA lets go of the sessions.
+        for leg in call.legs():
+            leg.user_data.pop("call", None)
+        self.observer.ended(call, outcome, reason)
+        if self.on_call_ended is not None:
+            self.on_call_ended(call)
+
+    # --- operator / drill -----------------------------------------------------------------
+    def fail_over_answer_point(self, name: str, reason: str = "ap_down") -> int:
+        """Move every call connected to answer point ``name`` (health said down, or a drill)."""
+        moved = 0
+        for call in list(self.calls.values()):
+            if call.psap_ap is not None and call.psap_ap.name == name and call.state == "talking":
+                call.fail_over(reason)
+                moved += 1
+        return moved

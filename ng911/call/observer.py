@@ -1,0 +1,146 @@
+"""Everything a call does, made visible: the call event log (store), metrics and logs.
+
+One place maps call-control happenings onto the write-behind store, the Prometheus metrics
+and structured log lines carrying the call id and NENA call id. Calls never wait on it: the
+store only enqueues, metrics are in memory.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ng911.sip.message import Request
+
+if TYPE_CHECKING:
+    from ng911.call.call import Call
+
+log = logging.getLogger("ng911.call")
+
+# Event kinds that end in the store as state changes of the call row too.
+_STATE_OF = {
+    "routing": "routing",
+    "waiting": "queued",
+    "ap_ringing": "ringing",
+    "answered": "talking",
+    "failover": "moving",
+    "transfer": "moving",
+    "moved": "talking",
+    "transfer_failed": "talking",
+}
+
+
+def _hunt_result(kind: str, data: dict[str, Any]) -> str | None:
+    """The ``result`` label of ng911_hunt_attempts_total for an attempt's outcome."""
+    if kind in ("answered", "moved"):
+        return "answered"
+    if kind == "ap_timeout":
+        return "no_provisional" if data.get("reason") == "no provisional" else "ring_timeout"
+    if kind == "ap_failed":
+        reason = str(data.get("reason", ""))
+        if "transport" in reason:
+            return "transport_error"
+        if "timeout" in reason:
+            return "timeout"
+        return "rejected"
+    return None
+
+
+class CallObserver:
+    def __init__(self, store: Any, metrics: Any, *, node: str, epoch: int) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.owner = (node, epoch)
+        self._queued_at: dict[str, float] = {}
+
+    # --- the call log ---------------------------------------------------------------------
+    def event(self, call: Call, kind: str, /, **data: Any) -> None:
+        now = call.c.now()
+        clean = {k: v for k, v in data.items() if v is not None}
+        log.info(
+            "call %s %s %s", call.call_id, kind, " ".join(f"{k}={v}" for k, v in clean.items()),
+            extra={"call_id": call.call_id, "nena_call_id": call.nena_call_id, "event": kind, **{f"ev_{k}": v for k, v in clean.items()}},
+        )
+        self.store.event(call.call_id, self.owner, kind, now, clean)
+        state = _STATE_OF.get(kind)
+        if state is not None:
+            fields: dict[str, Any] = {"state": state, "updated_at": now}
+            if kind in ("answered", "moved") and call.psap_ap is not None:
+                fields["answer_point"] = call.psap_ap.name
+            if kind == "answered":
+                fields["answered_at"] = now
+            self.store.call_updated(call.call_id, self.owner, **fields)
+        result = _hunt_result(kind, clean)
+        if result is not None:
+            self.metrics.hunt_attempts.labels(result=result).inc()
+
+    def created(self, call: Call) -> None:
+        req = call.request
+        self.store.call_created(
+            {
+                "call_id": call.call_id,
+                "sip_call_id": req.call_id,
+                "nena_call_id": call.content.get("nena_call_id"),
+                "nena_incident_id": call.content.get("nena_incident_id"),
+                "kind": call.kind,
+                "state": "routing",
+                "caller": str(req.from_.uri),
+                "caller_display": req.from_.display_name,
+                "request_uri": str(req.uri),
+                "queue": call.queue,
+                "location": call.content.get("location"),
+                "additional_data": call.content.get("additional_data", []),
+                "headers": call.content.get("headers", {}),
+                "created_at": call.created,
+                "owner_node": self.owner[0],
+                "owner_epoch": self.owner[1],
+            }
+        )
+        self.metrics.active_calls.labels(kind=call.kind).inc()
+        self.event(call, "received", kind=call.kind, caller=str(req.from_.uri), request_uri=str(req.uri),
+                   sip_call_id=req.call_id, nena_call_id=call.nena_call_id)
+
+    def refused(self, request: Request, reason: str) -> None:
+        log.warning("call refused: %s call-id=%s from=%s", reason, request.call_id, request.headers.get("From"))
+        self.metrics.calls.labels(kind="other", outcome="rejected").inc()
+
+    def answered(self, call: Call) -> None:
+        if call.answered_at is not None:
+            self.metrics.time_to_answer.labels(kind=call.kind).observe(call.answered_at - call.created)
+
+    def legs(self, call: Call) -> None:
+        up = call.upstream
+        self.store.leg_saved(call.call_id, self.owner, "upstream", up.dialog.to_dict() if up.dialog else None,
+                             call.last_sent_up, up.remote_sdp, None)
+        if call.psap is not None:
+            leg = call.psap
+            self.store.leg_saved(call.call_id, self.owner, "psap", leg.dialog.to_dict() if leg.dialog else None,
+                                 call.last_sent_ap, leg.remote_sdp, call.psap_ap.name if call.psap_ap else None)
+
+    def failover_started(self, call: Call, reason: str) -> None:
+        self.metrics.failovers.labels(reason=reason).inc()
+
+    def failover_done(self, call: Call, reason: str, seconds: float) -> None:
+        self.metrics.failover_duration.observe(seconds)
+
+    def queue_wait_started(self, call: Call) -> None:
+        if call.call_id not in self._queued_at:
+            self._queued_at[call.call_id] = call.c.now()
+            self.metrics.queue_length.labels(queue=call.queue).inc()
+
+    def queue_wait_ended(self, call: Call) -> None:
+        started = self._queued_at.pop(call.call_id, None)
+        if started is not None:
+            self.metrics.queue_length.labels(queue=call.queue).dec()
+            self.metrics.time_in_queue.labels(queue=call.queue).observe(call.c.now() - started)
+
+    def abandoned(self, call: Call) -> None:
+        self.metrics.abandoned_calls.inc()
+        req = call.request
+        self.store.abandoned(call.call_id, self.owner, str(req.from_), call.content.get("location"), call.c.now())
+
+    def ended(self, call: Call, outcome: str, reason: str) -> None:
+        now = call.c.now()
+        self.store.call_updated(call.call_id, self.owner, state="ended", ended_at=now, outcome=outcome,
+                                end_reason=reason, updated_at=now)
+        self.metrics.active_calls.labels(kind=call.kind).dec()
+        self.metrics.calls.labels(kind=call.kind, outcome=outcome).inc()

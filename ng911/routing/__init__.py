@@ -1,0 +1,1 @@
+"""Queues, answer points, their health, and the choice of who rings next."""
