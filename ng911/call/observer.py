@@ -51,6 +51,8 @@ class CallObserver:
         self.metrics = metrics
         self.owner = (node, epoch)
         self._queued_at: dict[str, float] = {}
+        # Extra subscribers to call events (the demo's narrator, a future live console).
+        self.listeners: list[Any] = []
 
     # --- the call log ---------------------------------------------------------------------
     def event(self, call: Call, kind: str, /, **data: Any) -> None:
@@ -61,6 +63,8 @@ class CallObserver:
             extra={"call_id": call.call_id, "nena_call_id": call.nena_call_id, "event": kind, **{f"ev_{k}": v for k, v in clean.items()}},
         )
         self.store.event(call.call_id, self.owner, kind, now, clean)
+        for listener in self.listeners:
+            listener(call, kind, clean)
         state = _STATE_OF.get(kind)
         if state is not None:
             fields: dict[str, Any] = {"state": state, "updated_at": now}
