@@ -118,9 +118,17 @@ class Call:
         self._cancel_wait()
         queue = self.transfer["queue"] if self.transfer and self.transfer.get("queue") else self.queue
         exclude = set(self.tried)
-        if self.psap_ap is not None and self.state != ROUTING:
-            exclude.add(self.psap_ap.name)  # never move a call onto the position it leaves
+        if self.transfer is not None and self.psap_ap is not None:
+            exclude.add(self.psap_ap.name)  # never transfer a call back to the position it leaves
+        # (A failed-over call does not try its old position in the first round — fail_over
+        # puts it in ``tried`` — but may go back to it once it is up again after a wait: in a
+        # one-position PSAP nothing else would ever take the call.)
         if self.transfer and self.transfer.get("uri"):
+            # One target, one try: hunting again would re-INVITE a refusing target forever.
+            if self.transfer.get("tried"):
+                self._transfer_failed(self.transfer.get("why") or "target failed")
+                return
+            self.transfer["tried"] = True
             self._invite(None, self.transfer["uri"])
             return
         candidates = self.c.pool.candidates(queue, exclude)
@@ -128,7 +136,7 @@ class Call:
             self._invite(candidates[0], candidates[0].spec.uri)
             return
         if self.transfer is not None:
-            self._transfer_failed("no answer point free")
+            self._transfer_failed(self.transfer.get("why") or "no answer point free")
             return
         # Nobody free (all tried, busy or down): an emergency call waits — ringing — and
         # hunts again when a position frees up or after a back-off, whichever comes first.
@@ -201,6 +209,7 @@ class Call:
         if why == "no provisional" and attempt.provisional:
             return
         self.event("ap_timeout", answer_point=attempt.ap.name, reason=why)
+        self._note_transfer_failure(408, "Request Timeout", why)
         self._drop_attempt(attempt)
         attempt.leg.cancel()
         self.hunt()
@@ -235,15 +244,18 @@ class Call:
     def on_leg_answered(self, leg: Session, response: Response) -> None:
         attempt = self.attempt
         if attempt is None or attempt.leg is not leg or attempt.abandoned:
-            # Answered after we gave up on it (CANCEL crossed the 200): the UA ACKs and BYEs.
-            leg.bye(reason="not wanted")
+            # Answered after we gave up on it: ACK (§13.2.2.4: a valid answer, refusing every
+            # stream, when the 200 holds an offer) and BYE.
+            _ack_and_bye(leg, sdp_of(response))
             return
         attempt.stop_timers()
-        self.attempt = None
         ap_sdp = sdp_of(response)
         if self.state == ROUTING:
+            self.attempt = None
             self._connect(attempt, leg, ap_sdp)
         else:
+            # The attempt stays current until the caller has answered the re-INVITE: if the
+            # call ends meanwhile, end() BYEs this leg and frees its position.
             self._complete_move(attempt, leg, ap_sdp)
 
     def on_leg_failed(self, leg: Session, response: Response | None, reason: str) -> None:
@@ -251,14 +263,32 @@ class Call:
         if attempt is None or attempt.leg is not leg:
             return
         self.event("ap_failed", answer_point=attempt.ap.name, reason=reason)
+        if response is not None:
+            self._note_transfer_failure(response.status, response.reason, reason)
+        else:
+            self._note_transfer_failure(408 if "timeout" in reason else 503, None, reason)
         self._drop_attempt(attempt)
         self.hunt()
+
+    def _note_transfer_failure(self, status: int, reason: str | None, why: str) -> None:
+        """Remember how a transfer's last try ended, for the final NOTIFY's sipfrag."""
+        if self.transfer is not None:
+            self.transfer["status"] = (status, reason or _REASONS.get(status, "Service Unavailable"))
+            self.transfer["why"] = why
 
     def on_leg_terminated(self, leg: Session, reason: str) -> None:
         if self.attempt is not None and self.attempt.leg is leg:
             self.on_leg_failed(leg, None, reason)
             return
         if leg is not self.psap or self.ended:
+            return
+        if self.transfer is not None and leg is self.transfer["referrer"]:
+            # Blind transfer: the transferor may hang up as soon as its REFER is accepted
+            # (RFC 5589 §6.1). That ends its leg, not the call: the transfer goes on.
+            self.event("transferor_gone", answer_point=self.psap_ap.name if self.psap_ap else None, reason=reason)
+            self.psap = None
+            if self.psap_ap is not None and self.psap_ap.name in self.c.pool.aps:
+                self.c.pool.release(self.psap_ap)
             return
         if reason == "remote BYE":
             self.event("ap_hangup", answer_point=self.psap_ap.name if self.psap_ap else None)
@@ -279,6 +309,11 @@ class Call:
         self.last_sent_ap = self.caller_offer
         self.upstream.user_data["last_offer"] = self.caller_offer
         leg.user_data["last_offer"] = ap_sdp
+        if self.caller_offer is not None and leg.local_sdp is None:
+            # The offer went inside a multipart body, which the UA core does not read as
+            # ours: without this, a session refresh by re-INVITE (an AP without UPDATE) goes
+            # out offerless and its 2xx — holding an offer nobody answers — is never ACKed.
+            leg.local_sdp = self.caller_offer
         leg.user_data["ap"] = attempt.ap.name
         self.upstream.answer(ap_sdp)
         self.c.observer.answered(self)
@@ -295,6 +330,7 @@ class Call:
             answer = self.upstream.remote_sdp
         self.last_sent_ap = answer
         self.psap.ack(answer)
+        self.c.save_legs(self)  # both SDPs are known only now
 
     def _set_psap(self, attempt: Attempt, leg: Session) -> None:
         self.psap = leg
@@ -337,62 +373,83 @@ class Call:
 
     def _transfer_failed(self, why: str) -> None:
         transfer, self.transfer = self.transfer, None
-        self.state = TALKING
         self.event("transfer_failed", reason=why)
         if transfer:
-            transfer["notify"](503, "Service Unavailable", final=True)
+            # RFC 3515 §2.4.5: the final NOTIFY carries how the INVITE to the target ended.
+            status, reason = transfer.get("status") or (503, "Service Unavailable")
+            transfer["notify"](status, reason, final=True)
+        if self.psap is None:
+            # The transferor has hung up meanwhile: nobody to go back to. Hunt the call's own
+            # queue like a failover (its old position last), never drop the caller.
+            self.state = MOVING
+            self.event("failover", reason="transfer", answer_point=self.psap_ap.name if self.psap_ap else None)
+            self.tried = {self.psap_ap.name} if self.psap_ap is not None else set()
+            self.hunt()
+            return
+        self.state = TALKING
         self._start_probe()
 
     def _complete_move(self, attempt: Attempt, leg: Session, ap_offer: bytes | None) -> None:
         if ap_offer is None:
             # The new AP sent no offer in its 200: nothing to move the caller's media to.
-            self.event("move_failed", answer_point=attempt.ap.name, reason="no SDP offer in 200")
-            leg.ack(None)
-            leg.bye(reason="not wanted")
-            self.c.pool.release(attempt.ap)
-            self.hunt()
+            self._move_failed(attempt, "no SDP offer in 200", None)
             return
         try:
             offer_up = _reoffer(self.last_sent_up, ap_offer)
         except (sdplib.SdpParseError, ValueError) as exc:
-            self.event("move_failed", answer_point=attempt.ap.name, reason=f"bad SDP: {exc}")
-            leg.ack(None)
-            leg.bye(reason="not wanted")
-            self.c.pool.release(attempt.ap)
-            self.hunt()
+            self._move_failed(attempt, f"bad SDP: {exc}", ap_offer)
             return
-
-        def caller_answered(resp: Response | None) -> None:
-            if self.ended:
-                leg.bye(reason="not wanted")
-                return
-            if resp is None or not 200 <= resp.status < 300:
-                status = resp.status if resp is not None else None
-                if status == 491 and attempt.leg is leg:
-                    # Glare with the caller's own re-INVITE: RFC 3261 §14.1 back-off, then retry.
-                    delay = random.uniform(2.1, 4.0)
-                    self.c.ua.timers.call_at(self.c.now() + delay, lambda at: self.upstream.reinvite(offer_up, on_done=caller_answered))
-                    return
-                self.event("move_failed", answer_point=attempt.ap.name, reason=f"caller re-INVITE got {status}")
-                leg.ack(_all_rejected(ap_offer))
-                leg.bye(reason="not wanted")
-                self.c.pool.release(attempt.ap)
-                self.state = MOVING
-                self.hunt()
-                return
-            caller_answer = sdp_of(resp) or self.upstream.remote_sdp
-            to_ap = _align(caller_answer, ap_offer)
-            self.last_sent_ap = to_ap
-            leg.user_data["last_offer"] = ap_offer
-            leg.ack(to_ap)
-            self._finish_move(attempt, leg)
-
         self.last_sent_up = offer_up
-        attempt.leg = leg
-        self.upstream.reinvite(offer_up, on_done=caller_answered)
+        self._reinvite_caller(attempt, ap_offer, offer_up)
+
+    def _reinvite_caller(self, attempt: Attempt, ap_offer: bytes, offer_up: bytes) -> None:
+        # A bound method and a lambda, not a closure that names itself for the 491 retry:
+        # such a closure is a reference cycle only the cyclic GC frees.
+        self.upstream.reinvite(offer_up, on_done=lambda resp: self._caller_answered(attempt, ap_offer, offer_up, resp))
+
+    def _caller_answered(self, attempt: Attempt, ap_offer: bytes, offer_up: bytes, resp: Response | None) -> None:
+        leg = attempt.leg
+        if self.ended or attempt is not self.attempt:
+            # The call ended (end() has BYEd this leg and freed its position), or the new
+            # leg died while the caller was being re-INVITEd (it was dropped and the hunt
+            # went on): nothing left to do with this answer.
+            _ack_and_bye(leg, ap_offer)
+            return
+        if resp is None or not 200 <= resp.status < 300:
+            status = resp.status if resp is not None else None
+            if status == 491:
+                # Glare with the caller's own re-INVITE: RFC 3261 §14.1 back-off, then retry.
+                delay = random.uniform(2.1, 4.0)
+                self.c.ua.timers.call_at(self.c.now() + delay,
+                                         lambda at: self._retry_reinvite_caller(attempt, ap_offer, offer_up))
+                return
+            self._move_failed(attempt, f"caller re-INVITE got {status}", ap_offer)
+            return
+        self.attempt = None
+        caller_answer = sdp_of(resp) or self.upstream.remote_sdp
+        to_ap = _align(caller_answer, ap_offer)
+        self.last_sent_ap = to_ap
+        leg.user_data["last_offer"] = ap_offer
+        leg.ack(to_ap)
+        self._finish_move(attempt, leg)
+
+    def _retry_reinvite_caller(self, attempt: Attempt, ap_offer: bytes, offer_up: bytes) -> None:
+        if not self.ended and attempt is self.attempt:
+            self._reinvite_caller(attempt, ap_offer, offer_up)
+
+    def _move_failed(self, attempt: Attempt, why: str, ap_offer: bytes | None) -> None:
+        """The new leg is up but cannot carry the call: ACK and BYE it, hunt on."""
+        self.event("move_failed", answer_point=attempt.ap.name, reason=why)
+        self._note_transfer_failure(488, "Not Acceptable Here", why)
+        self._drop_attempt(attempt)
+        _ack_and_bye(attempt.leg, ap_offer)
+        if not self.ended:
+            self.hunt()
 
     def _finish_move(self, attempt: Attempt, leg: Session) -> None:
-        old = self.psap
+        # The leg being replaced: the transferor's (a failover has let go of its leg already,
+        # and so has a transferor that hung up: self.psap is None then).
+        old, old_ap = self.psap, self.psap_ap
         self._set_psap(attempt, leg)
         self.state = TALKING
         duration = self.c.now() - (self.move_started or self.c.now())
@@ -402,14 +459,11 @@ class Call:
         transfer, self.transfer = self.transfer, None
         if transfer is not None:
             transfer["notify"](200, "OK", final=True)
-            referrer: Session = transfer["referrer"]
-            if referrer.state != "terminated":
-                referrer.bye(reason="transferred")
-            for ap in self.c.pool.aps.values():
-                if ap is not attempt.ap and referrer.user_data.get("ap") == ap.name:
-                    self.c.pool.release(ap)
-        elif old is not None and old is not leg and old.state != "terminated":
-            old.bye(reason="failed over")
+        if old is not None and old is not leg:
+            if old.state != "terminated":
+                old.bye(reason="transferred" if transfer is not None else "failed over")
+            if old_ap is not None and old_ap.name in self.c.pool.aps:
+                self.c.pool.release(old_ap)
         leg.user_data["ap"] = attempt.ap.name
         self.c.save_legs(self)
         self._start_probe()
@@ -470,7 +524,6 @@ class Call:
             # Session refresh (or we cannot relay now): answer with what we last sent.
             leg.accept_update(mine if request.method == "INVITE" or offer is not None else None)
             return
-        leg.user_data["last_offer"] = offer
         towards_other_last = self.last_sent_ap if leg is self.upstream else self.last_sent_up
         try:
             relayed = _reoffer(towards_other_last, offer)
@@ -484,11 +537,13 @@ class Call:
                 return
             answer = _align(sdp_of(resp), offer)  # type: ignore[arg-type]
             answer = _versioned(mine, answer)
+            leg.user_data["last_offer"] = offer
             if leg is self.upstream:
                 self.last_sent_ap, self.last_sent_up = relayed, answer
             else:
                 self.last_sent_up, self.last_sent_ap = relayed, answer
             leg.accept_update(answer)
+            self.c.save_legs(self)  # a takeover re-INVITEs with these SDPs and versions
 
         self.event("media_change", by="caller" if leg is self.upstream else "answer point")
         other.reinvite(relayed, on_done=done)
@@ -516,7 +571,11 @@ class Call:
         attempt, self.attempt = self.attempt, None
         if attempt is not None:
             self._drop_attempt(attempt)
-            attempt.leg.cancel()
+            if attempt.leg.state == "confirmed":
+                # A move's new leg, answered, waiting for the caller's answer to ACK with.
+                _ack_and_bye(attempt.leg, attempt.leg.remote_sdp)
+            else:
+                attempt.leg.cancel()
         if self.psap is not None:
             if self.psap.state != "terminated":
                 self.psap.bye(reason="call ended")
@@ -530,6 +589,10 @@ class Call:
         self.c.call_ended(self, outcome, reason)
 
 
+_REASONS = {408: "Request Timeout", 480: "Temporarily Unavailable", 486: "Busy Here", 487: "Request Terminated",
+            488: "Not Acceptable Here", 503: "Service Unavailable", 603: "Decline"}
+
+
 class _ExternalAp(AnswerPoint):
     """A transfer target outside the configured queues (another PSAP, say)."""
 
@@ -540,7 +603,19 @@ def _external(uri: str) -> AnswerPoint:
     return _ExternalAp(AnswerPointSpec(name=uri, uri=uri, ring_timeout=30.0, no_provisional_timeout=5.0, capacity=1000))
 
 
+def _ack_and_bye(leg: Session, offer: bytes | None) -> None:
+    """ACK a 2xx we do not want (with an answer refusing every stream when it held an offer
+    we have not answered) and BYE it (RFC 3261 §13.2.2.4, §15)."""
+    if leg.state == "terminated":
+        return
+    if leg.last_ack is None:
+        leg.ack(_all_rejected(offer) if offer is not None and sdp_of(leg.invite) is None else None)
+    leg.bye(reason="not wanted")
+
+
 def _failover_reason(reason: str) -> str:
+    """The ``ng911_failovers_total`` reason for a PSAP leg's end (``Session._failed`` reasons
+    read "OPTIONS timeout", "UPDATE got 481", "re-INVITE transport error", "session expired")."""
     r = reason.lower()
     if "408" in r:
         return "in_dialog_408"
@@ -551,7 +626,9 @@ def _failover_reason(reason: str) -> str:
     if "transport" in r:
         return "transport_error"
     if "timeout" in r:
-        return "options_timeout"
+        # Only our OPTIONS probe sends OPTIONS; an UPDATE or re-INVITE that goes unanswered
+        # is a session refresh (RFC 4028) or a relayed offer: the session is what failed.
+        return "options_timeout" if r.startswith("options") or r == "timeout" else "session_timer"
     return "ap_failed"
 
 

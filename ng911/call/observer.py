@@ -26,6 +26,7 @@ _STATE_OF = {
     "transfer": "moving",
     "moved": "talking",
     "transfer_failed": "talking",
+    "transferor_gone": "moving",
 }
 
 
@@ -113,8 +114,11 @@ class CallObserver:
 
     def legs(self, call: Call) -> None:
         up = call.upstream
+        # The UA core only reads a plain application/sdp body into remote_sdp: the offer of
+        # an NG9-1-1 multipart INVITE is the call's caller_offer.
+        remote_up = up.remote_sdp if up.remote_sdp is not None else call.caller_offer
         self.store.leg_saved(call.call_id, self.owner, "upstream", up.dialog.to_dict() if up.dialog else None,
-                             call.last_sent_up, up.remote_sdp, None)
+                             call.last_sent_up, remote_up, None)
         if call.psap is not None:
             leg = call.psap
             self.store.leg_saved(call.call_id, self.owner, "psap", leg.dialog.to_dict() if leg.dialog else None,
@@ -138,6 +142,10 @@ class CallObserver:
             self.metrics.time_in_queue.labels(queue=call.queue).observe(call.c.now() - started)
 
     def abandoned(self, call: Call) -> None:
+        # The callback list (and its counter) is for emergency calls: a test call is never
+        # counted or logged as a real emergency, and nobody calls back a non-emergency line.
+        if call.kind != "emergency":
+            return
         self.metrics.abandoned_calls.inc()
         req = call.request
         self.store.abandoned(call.call_id, self.owner, str(req.from_), call.content.get("location"), call.c.now())

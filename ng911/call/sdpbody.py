@@ -7,29 +7,13 @@ and additional data along: the same multipart minus its SDP part.
 """
 from __future__ import annotations
 
-from ng911.sip.body import build_multipart, walk
+from ng911.sip.body import build_multipart, sdp_of, walk
 from ng911.sip.errors import SipParseError
 from ng911.sip.message import Message
 
 SDP = "application/sdp"
 
-
-def sdp_of(msg: Message) -> bytes | None:
-    """The first application/sdp part of a message's body, or None."""
-    if not msg.body:
-        return None
-    ctype = (msg.content_type or "").split(";")[0].strip().lower()
-    if ctype == SDP:
-        return msg.body
-    if not ctype.startswith("multipart/"):
-        return None
-    try:
-        for part in walk(msg):
-            if part.mime_type == SDP:
-                return part.body
-    except SipParseError:
-        return None
-    return None
+__all__ = ["sdp_of", "without_sdp"]
 
 
 def without_sdp(msg: Message) -> tuple[bytes, str | None]:

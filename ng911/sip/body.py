@@ -302,3 +302,26 @@ def build_multipart(parts: Iterable[BodyPart], boundary: str) -> bytes:
         out.append(dash + b"\r\n" + head + b"\r\n" + part.body + b"\r\n")
     out.append(dash + b"--\r\n")
     return b"".join(out)
+
+
+SDP_TYPE = "application/sdp"
+
+
+def sdp_of(msg: Message) -> bytes | None:
+    """The session description a message carries — its body when that is application/sdp,
+    else the first application/sdp part of a multipart body — or None (RFC 5621: an INVITE
+    with only a PIDF-LO carries no offer). A malformed multipart carries none."""
+    if not msg.body:
+        return None
+    ctype = (msg.content_type or "").split(";")[0].strip().lower()
+    if ctype == SDP_TYPE:
+        return msg.body
+    if not ctype.startswith("multipart/"):
+        return None
+    try:
+        for part in walk(msg):
+            if part.mime_type == SDP_TYPE:
+                return part.body
+    except SipParseError:
+        return None
+    return None

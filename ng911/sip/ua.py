@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from ng911.sip.body import sdp_of
 from ng911.sip.builders import make_response, new_branch, new_call_id, new_tag
 from ng911.sip.dialog import CONFIRMED, EARLY, TERMINATED, Dialog, DialogError
 from ng911.sip.errors import SipParseError
@@ -301,7 +302,7 @@ class UserAgent:
             items.append(("Content-Type", content_type))
         request = Request("INVITE", uri, Headers(items), payload)
         session = Session(self, role="uac", invite=request)
-        session.local_sdp = sdp
+        session.local_sdp = sdp if sdp is not None else sdp_of(request)
         session.dest = dest
         self._early[(request.call_id, tag)] = session
         session._send_invite(request)
@@ -396,7 +397,7 @@ class UserAgent:
         session.invite_key = key
         session.source = source
         session.dest = source
-        session.remote_sdp = request.body if _is_sdp(request) else None
+        session.remote_sdp = sdp_of(request)
         self.sessions_by_invite[key] = session
         self.handler.on_invite(session, request)
 
@@ -444,8 +445,8 @@ def _is_reliable(dest: Any) -> bool:
 
 
 def _is_sdp(msg: Request | Response) -> bool:
-    ctype = msg.content_type
-    return bool(msg.body) and ctype is not None and ctype.split(";")[0].strip().lower() == "application/sdp"
+    """Does the message carry a session description (plain, or a part of a multipart)?"""
+    return sdp_of(msg) is not None
 
 
 def _session_expires_or_none(msg: Request | Response) -> tuple[int, str | None] | None:
@@ -733,14 +734,14 @@ class Session:
             self._stop(self._reinvite_retx)
             self._reinvite_final = None
             if ack.body and _is_sdp(ack):
-                self.remote_sdp = ack.body
+                self.remote_sdp = sdp_of(ack)
             return
         if self.state != ANSWERED:
             return
         self._stop(self._retx)
         self._retx = None
         if ack.body and _is_sdp(ack):
-            self.remote_sdp = ack.body
+            self.remote_sdp = sdp_of(ack)
         self.state = SESSION_CONFIRMED
         self._start_session_timer()
         self.ua.handler.on_confirmed(self, ack)
@@ -774,7 +775,7 @@ class Session:
                 self.refresher = self._refresher_from(st[1], we_sent_request=False) or self.refresher
             self._pending_in = (request, key, source)
             if request.body and _is_sdp(request):
-                self.remote_sdp = request.body
+                self.remote_sdp = sdp_of(request)
             self._restart_session_timer()
             if method == "INVITE":
                 self.ua.handler.on_reinvite(self, request)
@@ -873,7 +874,7 @@ class Session:
             if self.state == CALLING:
                 self.state = SESSION_EARLY
             if response.body and _is_sdp(response):
-                self.remote_sdp = response.body
+                self.remote_sdp = sdp_of(response)
             self._maybe_prack(response)
             self.ua.handler.on_provisional(self, response)
             return
@@ -897,7 +898,7 @@ class Session:
             self.ua._early.pop((self.call_id, self.dialog.local_tag), None)
             self._stop(self._cancel_guard)
             if response.body and _is_sdp(response):
-                self.remote_sdp = response.body
+                self.remote_sdp = sdp_of(response)
             self.user_data["peer_allow"] = response.header_tokens("Allow")
             se = _session_expires_or_none(response)
             if se is not None:
@@ -910,7 +911,10 @@ class Session:
                 self.bye(reason="cancelled")
                 return
             self.ua.handler.on_answered(self, response)
-            if self.invite.body and self.last_ack is None and self.state == SESSION_CONFIRMED:
+            # Our INVITE held the offer: the 2xx holds the answer and we ACK at once. Without an
+            # offer (none, or a body of other parts such as a PIDF-LO) the 2xx holds the
+            # peer's offer, and the application ACKs with its answer: ack(sdp).
+            if _is_sdp(self.invite) and self.last_ack is None and self.state == SESSION_CONFIRMED:
                 self.ack()
             return
         # final failure
@@ -1122,7 +1126,7 @@ class Session:
                 assert self.dialog is not None
                 self.dialog.update_from_response(req, resp)
                 if resp.body and _is_sdp(resp):
-                    self.remote_sdp = resp.body
+                    self.remote_sdp = sdp_of(resp)
                 self._session_expires_from_2xx(resp)
                 if sdp is None and _is_sdp(resp):
                     self._reinvite_ack_seq = seq  # the app answers with ack(sdp)
@@ -1165,7 +1169,7 @@ class Session:
                 self._offer_out = False
             if 200 <= resp.status < 300:
                 if resp.body and _is_sdp(resp):
-                    self.remote_sdp = resp.body
+                    self.remote_sdp = sdp_of(resp)
                 self._session_expires_from_2xx(resp)
                 self._restart_session_timer()
 
