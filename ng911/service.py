@@ -29,6 +29,9 @@ from ng911.store.store import SqlStore
 log = logging.getLogger("ng911.service")
 
 
+LAG_PROBE_INTERVAL = 0.1  # s; the reactor's lateness on this timer is the overload signal
+
+
 class SchemaBehind(RuntimeError):
     pass
 
@@ -47,6 +50,8 @@ class Service:
     listening: list[Any] = field(default_factory=list)
     _gauges: Any = None
     _full_gc: Any = None
+    _lag_probe: Any = None
+    _lag_expected: float | None = None
 
     def start(self) -> None:
         self.store.start()
@@ -59,6 +64,9 @@ class Service:
         self._gauges = LoopingCall(self._sample)
         self._gauges.clock = self.reactor
         self._gauges.start(1.0, now=True)
+        self._lag_probe = LoopingCall(self._lag)
+        self._lag_probe.clock = self.reactor
+        self._lag_probe.start(LAG_PROBE_INTERVAL, now=True)
         tune_gc()
         self._full_gc = LoopingCall(idle_full_collection(lambda: not self.controller.calls))
         self._full_gc.clock = self.reactor
@@ -73,9 +81,15 @@ class Service:
     def _sample(self) -> None:
         self.metrics.store_queue_depth.set(self.store.queue_depth)
 
+    def _lag(self) -> None:
+        now = self.reactor.seconds()
+        if self._lag_expected is not None:
+            self.controller.overload.sample(max(0.0, now - self._lag_expected), now)
+        self._lag_expected = now + LAG_PROBE_INTERVAL
+
     def stop(self) -> Any:
         self.health.stop()
-        for task in (self._gauges, self._full_gc):
+        for task in (self._gauges, self._full_gc, self._lag_probe):
             if task is not None and task.running:
                 task.stop()
         for port in self.listening:

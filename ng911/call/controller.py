@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 
 from ng911.call.call import Call
 from ng911.call.observer import CallObserver
+from ng911.call.overload import OverloadGuard
 from ng911.emergency import append_history, classify, ensure_ids, extract, headers_to_forward
 from ng911.routing.model import RoutingSpec
 from ng911.routing.pool import Pool
@@ -66,6 +67,7 @@ class Controller(UaHandler):
         self.ua: UserAgent = None  # type: ignore[assignment]  # set by attach()
         self.calls: dict[str, Call] = {}
         self.on_call_ended: Callable[[Call], None] | None = None
+        self.overload = OverloadGuard()
 
     def attach(self, ua: UserAgent) -> None:
         self.ua = ua
@@ -92,6 +94,11 @@ class Controller(UaHandler):
             return
         kind = classify(request, self.routing.psap_uris)
         if kind == "other":
+            if self.overload.overloaded(self.now()):
+                # Overload: emergency calls keep the node; anything else waits its turn.
+                self.observer.refused(request, "overloaded")
+                session.reject(503, "Service Unavailable", (("Retry-After", "5"),))
+                return
             if self.routing.other_queue is None:
                 self.observer.refused(request, "not an emergency call")
                 session.reject(404, "Not Found")

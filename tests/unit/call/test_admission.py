@@ -104,3 +104,32 @@ def test_a_sub_service_and_a_trusted_peer_on_another_address_of_the_network() ->
     h.run(2.0)
     assert call.state == "confirmed" and h.row()["kind"] == "emergency"
     never_challenged(h)
+
+
+def test_under_overload_other_calls_get_503_and_emergency_calls_still_get_through() -> None:
+    routing = RoutingSpec(
+        queues=(QueueSpec("main", (ap_spec(1), ap_spec(2))), QueueSpec("admin", (ap_spec(3),))),
+        other_queue="admin", failover=FailoverSpec(in_dialog_options_interval=0),
+    )
+    h = PsapHarness(routing=routing)
+    h.controller.overload.sample(0.5, h.controller.now())  # the reactor ran a timer 0.5 s late
+    other = h.place_call(request_uri=f"sip:helpdesk@{CONTROLLER_HOST}:5060")
+    h.run(1.0)
+    assert h.statuses_to("esrp") == [100, 503]
+    assert other.state == "terminated"
+    emergency = h.place_call()
+    h.run(2.0)
+    assert emergency.state == "confirmed"
+    assert h.row()["kind"] == "emergency"
+    never_challenged(h)
+
+
+def test_overload_ends_once_the_reactor_keeps_time_again() -> None:
+    from ng911.call.overload import OverloadGuard
+
+    guard = OverloadGuard(lag_threshold=0.2, hold=5.0)
+    guard.sample(0.05, now=10.0)
+    assert not guard.overloaded(10.0)
+    guard.sample(0.3, now=10.0)
+    assert guard.overloaded(14.9)
+    assert not guard.overloaded(15.1)
