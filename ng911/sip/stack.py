@@ -15,6 +15,7 @@ from ng911.sip.errors import SipParseError
 from ng911.sip.transport.flow import Destination, Flow, TransportError
 from ng911.sip.transport.manager import TransportManager
 from ng911.sip.transport.rules import destination_for_request, stamp_received
+from ng911.sip.timerwheel import Alarm
 from ng911.sip.ua import UaConfig, UaHandler, UserAgent
 from ng911.sip.uri import Uri
 
@@ -41,8 +42,7 @@ class SipStack:
         self.ua = UserAgent(self, reactor, handler, config)
         self.ports: dict[str, int] = {}
         self._want = {"UDP": udp_port, "TCP": tcp_port}
-        self._timer: Any = None
-        self._timer_at: float | None = None
+        self._alarm = Alarm(reactor, self._tick)
         self.parse_errors = 0
         self.observer = observer  # sees ("sent" | "received", message, flow/destination)
 
@@ -55,8 +55,7 @@ class SipStack:
             self.ports["TCP"] = self.manager.listen_tcp(self.host, port).getHost().port
 
     def stop(self) -> Any:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        self._alarm.cancel()
         return self.manager.stop()
 
     # --- UaPort --------------------------------------------------------------------------
@@ -109,18 +108,8 @@ class SipStack:
 
     # --- the one timer -------------------------------------------------------------------------
     def wake(self) -> None:
-        deadline = self.ua.next_deadline()
-        if deadline is None:
-            return
-        if self._timer is not None and self._timer.active():
-            if self._timer_at is not None and self._timer_at <= deadline:
-                return
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.reactor.callLater(max(0.0, deadline - self.reactor.seconds()), self._tick)
+        self._alarm.arm(self.ua.next_deadline())
 
     def _tick(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.ua.on_timer()
         self.wake()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Callable
+from typing import Any, Callable
 
 
 class TimerHandle:
@@ -66,3 +66,37 @@ class TimerWheel:
 
     def __len__(self) -> int:
         return sum(1 for _, _, h in self._heap if not h.cancelled)
+
+
+class Alarm:
+    """One clock call kept at the earliest deadline asked for: the shell's single timer
+    (STYLE habit 3, the aioquic pattern). ``clock`` is an IReactorTime: the reactor, or a
+    ``task.Clock`` in tests. ``arm(deadline)`` never moves the call later; ``callback`` runs
+    once the deadline passes, and the owner re-arms it for the next one."""
+
+    __slots__ = ("clock", "callback", "_call", "_at")
+
+    def __init__(self, clock: Any, callback: Callable[[], None]) -> None:
+        self.clock = clock
+        self.callback = callback
+        self._call: Any = None
+        self._at: float | None = None
+
+    def arm(self, deadline: float | None) -> None:
+        if deadline is None:
+            return
+        if self._call is not None and self._call.active():
+            if self._at is not None and self._at <= deadline:
+                return
+            self._call.cancel()
+        self._at = deadline
+        self._call = self.clock.callLater(max(0.0, deadline - self.clock.seconds()), self._fire)
+
+    def cancel(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = self._at = None
+
+    def _fire(self) -> None:
+        self._call = self._at = None
+        self.callback()

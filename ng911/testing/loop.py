@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable
 
 from twisted.internet.task import Clock
 
+from ng911.sip.timerwheel import Alarm
 from ng911.sip.badrequest import best_effort_400
 from ng911.sip.errors import SipParseError
 from ng911.sip.headers import Via
@@ -316,8 +317,7 @@ class LoopPort(_Node):
         self.name = name
         self.address = address
         self.ua: UserAgent = None  # type: ignore[assignment]  # set by LoopNetwork.add_ua
-        self._timer: Any = None
-        self._timer_at: float | None = None
+        self._alarm = Alarm(network.clock, self._tick)
         self.stopped = False
         self.parse_errors = 0
 
@@ -350,27 +350,15 @@ class LoopPort(_Node):
         """Re-arm the one clock call for the UA's next deadline (as ``SipStack.wake``)."""
         if self.ua is None or self.stopped:
             return
-        deadline = self.ua.next_deadline()
-        if deadline is None:
-            return
-        if self._timer is not None and self._timer.active():
-            if self._timer_at is not None and self._timer_at <= deadline:
-                return
-            self._timer.cancel()
-        clock = self.network.clock
-        self._timer_at = deadline
-        self._timer = clock.callLater(max(0.0, deadline - clock.seconds()), self._tick)
+        self._alarm.arm(self.ua.next_deadline())
 
     def _tick(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.ua.on_timer()
         self.wake()
 
     def stop(self) -> None:
         self.stopped = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        self._alarm.cancel()
 
     # --- from the wire ----------------------------------------------------------------------
     def deliver(self, data: bytes, flow: Flow) -> None:
