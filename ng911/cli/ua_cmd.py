@@ -118,7 +118,18 @@ class Caller(UaHandler):
             session.ack(demo_sdp("127.0.0.1", 40000))
         if session.user_data.get("cancelling"):
             return
-        self.reactor.callLater(self.args.duration, session.bye)
+        self.reactor.callLater(self.args.duration, self._hang_up, session)
+
+    def _hang_up(self, session: Session) -> None:
+        # The call passes when the BYE is answered 2xx — not merely sent: a lost BYE is
+        # retransmitted (Timer E) and one nobody answers is a failure.
+        session.user_data["bye_sent"] = True
+        session.bye(on_done=lambda status: self._bye_done(session, status))
+
+    def _bye_done(self, session: Session, status: int | None) -> None:
+        ok = status is not None and 200 <= status < 300
+        self.emit("bye_answered" if ok else "bye_failed", call_id=session.call_id, status=status)
+        self._finish(ok)
 
     def on_failed(self, session: Session, response: Any, reason: str) -> None:
         expected = session.user_data.get("cancelling") and response is not None and response.status == 487
@@ -127,7 +138,9 @@ class Caller(UaHandler):
 
     def on_terminated(self, session: Session, reason: str) -> None:
         self.emit("terminated", call_id=session.call_id, reason=reason)
-        self._finish(reason in ("local BYE", "remote BYE", "cancelled"))
+        if session.user_data.get("bye_sent"):
+            return  # counted when the BYE is answered (_bye_done)
+        self._finish(reason in ("remote BYE", "cancelled"))
 
 
 def run(args: argparse.Namespace) -> int:

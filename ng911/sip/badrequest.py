@@ -7,11 +7,14 @@ we echo those lines into a 400 carrying the parser's reason; otherwise the messa
 """
 from __future__ import annotations
 
+from ng911.sip.builders import new_tag
+
 _ECHO = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
          "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
 
 
 def best_effort_400(data: bytes, reason: str) -> bytes | None:
+    """A 400 for unparseable ``data`` echoing its Via/From/To/Call-ID/CSeq lines, or None."""
     text = data[:65536].decode("utf-8", "replace")
     lines = text.replace("\r\n", "\n").split("\n")
     first = lines[0].strip()
@@ -27,7 +30,10 @@ def best_effort_400(data: bytes, reason: str) -> bytes | None:
         name, colon, value = line.partition(":")
         canon = _ECHO.get(name.strip().lower())
         if colon and canon and _printable(value):
-            echoed.append(f"{canon}: {value.strip()}")
+            value = value.strip()
+            if canon == "To" and ";tag=" not in value.replace(" ", "").lower():
+                value = f"{value};tag={new_tag()}"  # a final response carries a To tag (§8.2.6.2)
+            echoed.append(f"{canon}: {value}")
     if not any(line.startswith("Via:") for line in echoed):
         return None
     reason = "".join(c if c.isprintable() else "?" for c in reason)[:120] or "Bad Request"

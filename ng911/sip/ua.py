@@ -1189,10 +1189,11 @@ class Session:
             self.session_interval = se[0]
             self.refresher = self._refresher_from(se[1], we_sent_request=True) or self.refresher
 
-    def bye(self, reason: str = "local BYE") -> None:
+    def bye(self, reason: str = "local BYE", *, on_done: Callable[[int | None], None] | None = None) -> None:
         """End the session: BYE when confirmed; CANCEL an outgoing INVITE still pending (even
         with an early dialog: a BYE there would leave the INVITE to be answered); 480 to an
-        incoming INVITE not answered yet."""
+        incoming INVITE not answered yet. The session ends at once; ``on_done`` later gets the
+        BYE's final status, or None when it timed out or could not be sent."""
         if self.state == SESSION_TERMINATED:
             return
         if self.role == "uac" and self.state in (CALLING, SESSION_EARLY):
@@ -1203,7 +1204,14 @@ class Session:
             return
         if self.dialog is None:
             return
-        self.request("BYE")
+        if on_done is None:
+            self.request("BYE")
+        else:
+            self.request(
+                "BYE",
+                on_response=lambda resp: on_done(resp.status) if resp.status >= 200 else None,
+                on_failure=lambda why: on_done(None),
+            )
         self._terminate(reason)
 
     def _failed(self, reason: str) -> None:
