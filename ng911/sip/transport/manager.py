@@ -90,6 +90,7 @@ class TransportManager:
         # Twisted reads 8 KiB datagrams by default; SIP over UDP may use up to 64 KiB.
         listening = self.reactor.listenUDP(port, proto, interface=host,
                                            maxPacketSize=MAX_DATAGRAM)
+        _grow_receive_buffer(listening)
         self.udp.append(proto)
         self._udp_ports.append(listening)
         return listening
@@ -195,6 +196,21 @@ class TransportManager:
             self.on_error(flow, error)
         except Exception:
             log.failure("on_error handler failed for {flow}", flow=flow)
+
+
+UDP_RECEIVE_BUFFER = 4 << 20  # bytes asked for; the kernel caps it at net.core.rmem_max
+
+
+def _grow_receive_buffer(listening: Any) -> None:
+    """A burst (a flood of large datagrams, a restart's retransmissions) overflows the default
+    ~200 KiB socket buffer and the kernel drops datagrams silently: ask for more."""
+    sock = getattr(listening, "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+    except OSError as exc:  # pragma: no cover - platform refusal is not fatal
+        log.info("could not grow the UDP receive buffer: {error}", error=exc)
 
 
 def _flow_of(target: Flow | Destination) -> Flow:
