@@ -101,9 +101,6 @@ class Call:
     def ended(self) -> bool:
         return self.state == ENDED
 
-    def _psap_request_target(self, ap: AnswerPoint) -> str:
-        return ap.spec.uri
-
     # --- routing / hunting ------------------------------------------------------------------
     def start(self) -> None:
         self.event("routing", queue=self.queue)
