@@ -87,12 +87,12 @@ class Controller(UaHandler):
         return any(addr in net for net in self.trusted)
 
     def on_invite(self, session: Session, request: Request) -> None:
+        kind = classify(request, self.routing.psap_uris)
         if not self._trusted(session.source):
             log.warning("INVITE from untrusted peer %s refused (403) call-id=%s", getattr(session.source, "remote", None), request.call_id)
-            self.observer.refused(request, "untrusted peer")
+            self.observer.refused(request, "untrusted peer", kind)
             session.reject(403, "Forbidden: untrusted peer")
             return
-        kind = classify(request, self.routing.psap_uris)
         if kind == "other":
             if self.overload.overloaded(self.now()):
                 # Overload: emergency calls keep the node; anything else waits its turn.

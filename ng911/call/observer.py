@@ -104,9 +104,9 @@ class CallObserver:
         self.event(call, "received", kind=call.kind, caller=str(req.from_.uri), request_uri=str(req.uri),
                    sip_call_id=req.call_id, nena_call_id=call.nena_call_id)
 
-    def refused(self, request: Request, reason: str) -> None:
-        log.warning("call refused: %s call-id=%s from=%s", reason, request.call_id, request.headers.get("From"))
-        self.metrics.calls.labels(kind="other", outcome="rejected").inc()
+    def refused(self, request: Request, reason: str, kind: str = "other") -> None:
+        log.warning("call refused: %s kind=%s call-id=%s from=%s", reason, kind, request.call_id, request.headers.get("From"))
+        self.metrics.calls.labels(kind=kind, outcome="rejected").inc()
 
     def answered(self, call: Call) -> None:
         if call.answered_at is not None:
@@ -148,7 +148,9 @@ class CallObserver:
             return
         self.metrics.abandoned_calls.inc()
         req = call.request
-        self.store.abandoned(call.call_id, self.owner, str(req.from_), call.content.get("location"), call.c.now())
+        caller = req.from_
+        identity = str(caller.__class__(caller.display_name, caller.uri, ()))  # without the tag
+        self.store.abandoned(call.call_id, self.owner, identity, call.content.get("location"), call.c.now())
 
     def ended(self, call: Call, outcome: str, reason: str) -> None:
         now = call.c.now()

@@ -117,6 +117,10 @@ class _ClientCtx:
     dest: Any
     on_response: Callable[[Response], None]
     on_failure: Callable[[str], None]
+    # RFC 3261 §18.1.1: a request sent over TCP only because it is too large for UDP is sent
+    # again over UDP when the TCP connection cannot be made. This is that UDP destination.
+    udp_fallback: Any = None
+    contact_added: bool = False
 
 
 class UserAgent:
@@ -163,10 +167,32 @@ class UserAgent:
         self._perform(actions)
 
     def transport_error(self, dest: Any, reason: str) -> None:
-        """The transport could not deliver to ``dest``: fail the transactions bound to it."""
+        """The transport could not deliver to ``dest``: fail the transactions bound to it, or
+        (§18.1.1) send a request moved to TCP for its size again over UDP."""
         for key, ctx in list(self._clients.items()):
-            if ctx.dest == dest:
+            if ctx.dest != dest:
+                continue
+            if ctx.udp_fallback is not None:
+                self._retry_over_udp(key, ctx, reason)
+            else:
                 self._perform(self.layer.transport_error(key, self.now()))
+
+    def _retry_over_udp(self, key: Any, ctx: _ClientCtx, reason: str) -> None:
+        log.info("TCP to %s failed (%s): sending %s %s over UDP (RFC 3261 §18.1.1)",
+                 ctx.dest, reason, ctx.request.method, ctx.request.uri)
+        del self._clients[key]
+        # End the TCP transaction quietly: with no context left, its TransportError is dropped.
+        self._perform(self.layer.transport_error(key, self.now()))
+        dest = ctx.udp_fallback
+        transport, host, port = self.port.local_address(dest)
+        via = Via("UDP", host, port, ctx.request.top_via.params)  # same branch: same transaction key
+        headers = ctx.request.headers.remove_first_value("Via").prepend("Via", str(via))
+        if ctx.contact_added:
+            headers = headers.set("Contact", f"<{self.contact_uri(transport, host, port)}>")
+        request = ctx.request.replace(headers=headers)
+        new_key, actions = self.layer.send_request(request, dest, False, self.now())
+        self._clients[new_key] = _ClientCtx(request, dest, ctx.on_response, ctx.on_failure)
+        self._perform(actions)
 
     def _reject_malformed(self, msg: Request | Response, source: Any, reason: str) -> None:
         if not msg.is_request or msg.method == "ACK" or "via" not in msg.headers:  # type: ignore[attr-defined]
@@ -243,18 +269,24 @@ class UserAgent:
         dest: Any = None,
     ) -> Any:
         """Add Via (and Contact for dialog-creating/target-refresh requests) and send."""
+        udp_fallback = None
         if dest is None:
-            dest = self.port.destination(request, _next_hop(request))
+            hop = _next_hop(request)
+            dest = self.port.destination(request, hop)
+            if _moved_to_tcp_for_size(hop, dest):
+                udp_fallback = type(dest)("UDP", dest.host, dest.port)
         transport, host, port = self.port.local_address(dest)
         via = Via(transport, host, port, (("branch", new_branch()), ("rport", None)))
         headers = request.headers.prepend("Via", str(via))
+        contact_added = False
         if request.method in ("INVITE", "UPDATE", "SUBSCRIBE", "REFER", "NOTIFY") and "contact" not in headers:
             headers = headers.add("Contact", f"<{self.contact_uri(transport, host, port)}>")
+            contact_added = True
         if "user-agent" not in headers:
             headers = headers.add("User-Agent", self.config.user_agent)
         request = request.replace(headers=headers)
         key, actions = self.layer.send_request(request, dest, _is_reliable(dest), self.now())
-        self._clients[key] = _ClientCtx(request, dest, on_response, on_failure)
+        self._clients[key] = _ClientCtx(request, dest, on_response, on_failure, udp_fallback, contact_added)
         self._perform(actions)
         return key
 
@@ -438,6 +470,14 @@ def _next_hop(request: Request) -> Uri:
     if routes and routes[0].uri.has_param("lr"):
         return routes[0].uri
     return request.uri
+
+
+def _moved_to_tcp_for_size(hop: Any, dest: Any) -> bool:
+    """Did the transport rules pick TCP only because the request is large (§18.1.1)? True
+    when the next hop named no transport and is not sips: (which means TLS, never UDP)."""
+    if getattr(dest, "transport", None) != "TCP" or not hasattr(dest, "host"):
+        return False
+    return isinstance(hop, SipUri) and hop.transport is None and not hop.is_secure
 
 
 def _is_reliable(dest: Any) -> bool:
