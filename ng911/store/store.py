@@ -399,7 +399,7 @@ class SqlStore:
     def _apply(self, ops: list[_Op]) -> list[str]:
         fenced: list[str] = []
         with self.engine.begin() as conn:
-            for kind, run in _runs(ops):
+            for kind, run in _by_kind(ops):
                 fenced.extend(self._APPLY[kind](self, conn, run))
         return fenced
 
@@ -429,17 +429,21 @@ class SqlStore:
         return []
 
     def _apply_updated(self, conn: Connection, run: list[_Op]) -> list[str]:
-        fenced = []
-        c = m.calls.c
+        # One UPDATE per call and owner: its updates in this batch merged in order (a later
+        # value of a field wins), as if they had been applied one by one.
+        merged: dict[tuple[str, Any], dict[str, Any]] = {}
         for op in run:
             assert op.owner is not None
-            node, epoch = op.owner
+            merged.setdefault((op.call_id, op.owner), {}).update(op.values)
+        fenced = []
+        c = m.calls.c
+        for (call_id, (node, epoch)), values in merged.items():
             result = conn.execute(
                 sa.update(m.calls)
-                .where(c.call_id == op.call_id, c.owner_node == node, c.owner_epoch == epoch)
-                .values(op.values))
+                .where(c.call_id == call_id, c.owner_node == node, c.owner_epoch == epoch)
+                .values(values))
             if result.rowcount == 0:
-                fenced.append(op.call_id)
+                fenced.append(call_id)
         return fenced
 
     def _owned(self, conn: Connection, run: list[_Op]) -> tuple[list[_Op], list[str]]:
@@ -558,16 +562,23 @@ class SqlStore:
             return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def _runs(ops: list[_Op]) -> Iterator[tuple[str, list[_Op]]]:
-    """Consecutive ops of one kind, in order."""
-    run: list[_Op] = []
+# The order a batch is applied in, by kind. Within a kind the ops keep their order (so the
+# event log keeps its order, and the last update or leg save of a call wins); across kinds,
+# rows are created before anything refers to them. One transaction holds the whole batch, so
+# the result is what applying the ops one by one would give — with a handful of statements
+# per batch instead of one or two per op (measured: the writer fell behind at 50 calls/s
+# when a call's interleaved updates and events each took their own statement).
+KIND_ORDER = ("created", "updated", "leg", "event", "abandoned", "health")
+
+
+def _by_kind(ops: list[_Op]) -> Iterator[tuple[str, list[_Op]]]:
+    """The ops of each kind, in their order, kinds in `KIND_ORDER`."""
+    groups: dict[str, list[_Op]] = {}
     for op in ops:
-        if run and op.kind != run[0].kind:
-            yield run[0].kind, run
-            run = []
-        run.append(op)
-    if run:
-        yield run[0].kind, run
+        groups.setdefault(op.kind, []).append(op)
+    for kind in KIND_ORDER:
+        if kind in groups:
+            yield kind, groups[kind]
 
 
 def _retryable(e: BaseException) -> bool:

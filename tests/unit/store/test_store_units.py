@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ng911.store import CallStore, MemoryStore, NullStore, SqlStore
 from ng911.store.db import migrations_dir, normalise_url
 from ng911.store.models import EpochSeconds
-from ng911.store.store import _Op, _retryable, _runs
+from ng911.store.store import _by_kind, _Op, _retryable
 
 REC = {
     "call_id": "c1", "sip_call_id": "x@h", "kind": "emergency", "state": "new",
@@ -107,11 +107,13 @@ def test_sql_store_takes_a_url_or_an_engine() -> None:
         SqlStore("sqlite:///x.db", engine=object())  # type: ignore[arg-type]
 
 
-def test_runs_group_consecutive_ops_of_a_kind_in_order() -> None:
-    ops = [_Op(k, "c", None) for k in ["event", "event", "updated", "event", "leg", "leg"]]
-    assert [(k, len(r)) for k, r in _runs(ops)] == [
-        ("event", 2), ("updated", 1), ("event", 1), ("leg", 2)]
-    assert [op for _, r in _runs(ops) for op in r] == ops
+def test_a_batch_is_applied_by_kind_rows_first_each_kind_in_its_order() -> None:
+    kinds = ["event", "created", "event", "updated", "event", "leg", "updated", "leg"]
+    ops = [_Op(k, f"c{i}", None) for i, k in enumerate(kinds)]
+    grouped = list(_by_kind(ops))
+    assert [(k, len(r)) for k, r in grouped] == [("created", 1), ("updated", 2), ("leg", 2), ("event", 3)]
+    for kind, run in grouped:
+        assert run == [op for op in ops if op.kind == kind]  # order kept within a kind
 
 
 def test_only_connection_trouble_is_retried() -> None:
