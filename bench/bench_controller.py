@@ -6,14 +6,18 @@ migrated, dropped), N SIPp answer points (`-sn uas -aa`: they auto-200 the contr
 probes), the node (`ng911 serve`, its own process, a config written to a temp dir), and SIPp's
 built-in `uac` placing emergency calls (Request-URI `sip:sos@127.0.0.1:PORT`, a configured PSAP
 URI) at that rate for longer than 64*T1. Per step we report: calls attempted, successful and
-failed (SIPp's stats CSV; a call still open when SIPp stops counts as failed), INVITE→200
-response time p50/p99/max (`-trace_rtt`, 1 ms resolution), the node's CPU share (of one core)
-while calls are placed, its RSS at the end, PostgreSQL's backends' CPU share, the whole host's
-CPU busy share, and the store's queue depth (max, at the end of the load, time to drain) and
-batch commit time (mean, p99 by bucket) from the node's /metrics. A step passes when fewer than
-0.1 % of its calls failed and the store queue did not grow (depth at the end of the load at most
---backlog-limit and drained within 5 s); the capacity is the highest rate below which every step
-passed.
+failed (SIPp's stats CSV; a call still open when SIPp stops counts as failed), provisional
+responses that arrived after the 200 (`unexp`: ignored, as a real UAC does), INVITE→200 response
+time p50/p99/max (`-trace_rtt`, 1 ms resolution), the node's CPU share (of one core) while calls
+are placed, its RSS at the end, PostgreSQL's backends' CPU share, the whole host's CPU busy
+share (of all cores: the other work on a shared machine shows here), and the store's queue depth
+(max, at the end of the load, seconds to drain after it) and batch commit time (mean, p99 by
+bucket) from the node's /metrics. A step passes when fewer than 0.1 % of its calls failed and,
+for ng911, the store queue did not grow (it drains within --drain-limit s after the load: a
+queue that grew for 40 s takes longer, a burst is gone in about a second). The capacity is the
+highest rate up to which every step passed; a second figure also asks p99 <= --p99-limit ms.
+Rates run in increasing order, targets and repeats alternating at each rate, so that both
+targets see the same background load.
 
 The sippy target is sippy's `b2bua` (PyPI `sippy`, installed by bench/sippy_b2bua/setup.sh into
 a throwaway venv, never into .venv) with RADIUS authentication and accounting off and a static
@@ -21,14 +25,15 @@ route to one SIPp answer point; its logging off by default (SIPLOG_BEND=none: it
 
     bench/sippy_b2bua/setup.sh                 # once: sippy (and py-spy) into /tmp/ng911-bench-tools
     .venv/bin/python bench/bench_controller.py                                  # both, 50..400 cps
-    .venv/bin/python bench/bench_controller.py --targets ng911 --rates 200 400 --repeat 3
-    .venv/bin/python bench/bench_controller.py --targets ng911 --rates 300 --profile /tmp/prof
+    .venv/bin/python bench/bench_controller.py --rates 25 50 75 100 150 200 300 400 --repeat 2
+    .venv/bin/python bench/bench_controller.py --targets ng911 --rates 150 --profile /tmp/prof
 
 --profile DIR runs py-spy (`record --threads --format raw`) on the node during each ng911 step
-and prints its top functions by self and by inclusive time; the folded stacks stay in DIR.
+and prints its top functions by self and inclusive time, and per thread by the innermost ng911
+function; the folded stacks stay in DIR.
 
 Figures are for reports (bench/README.md), never for asserts. Loopback only. Every process
-started here is stopped before the tool returns, also on Ctrl-C.
+started here is stopped before the tool returns, also on Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
 
