@@ -458,6 +458,7 @@ def run_step(target: str, rate: int, args: argparse.Namespace) -> dict[str, Any]
                  "--format", "raw", "--rate", str(PROFILE_RATE), "--duration", str(int(args.seconds)), "--output", str(out),
                  "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=open(work / "py-spy.err", "w"),
+                start_new_session=True,  # its own process group: no signal of its reaches us
             )
             stack.callback(stop, spy, signal.SIGINT, 10.0)
         m0 = scrape(sut.metrics_url) if sut.metrics_url else {}
