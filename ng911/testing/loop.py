@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable
 
 from twisted.internet.task import Clock
 
+from ng911.sip.builders import MAGIC_COOKIE
 from ng911.sip.timerwheel import Alarm
 from ng911.sip.badrequest import best_effort_400
 from ng911.sip.errors import SipParseError
@@ -435,7 +436,7 @@ class LoopProxy(_Node):
         mf = msg.max_forwards
         if mf is not None:
             headers = headers.set("Max-Forwards", str(mf - 1))
-        branch = "z9hG4bK" + hashlib.sha1(f"{self.name}/{msg.branch}".encode()).hexdigest()[:16]
+        branch = MAGIC_COOKIE + hashlib.sha1(f"{self.name}/{msg.branch}".encode()).hexdigest()[:16]
         headers = headers.prepend("Via", str(Via("UDP", self.address[0], self.address[1], (("branch", branch),))))
         out = msg.replace(headers=headers)
         next_hop = out.routes[0].uri if out.routes else out.uri

@@ -37,7 +37,7 @@ __all__ = [
     "without_to_tag",
 ]
 
-MAGIC_COOKIE = "z9hG4bK"
+from ng911.sip.builders import MAGIC_COOKIE  # noqa: E402 - one definition (RFC 3261 §8.1.1.7)
 
 
 @dataclass(frozen=True, slots=True)
