@@ -508,6 +508,15 @@ KEYS: tuple[Key, ...] = (
     Key("failover.hunt_backoff_max", _SECONDS, _d(FailoverSpec, "hunt_backoff_max"),
         "...doubling the wait up to this; >= `hunt_backoff_initial`. An emergency call is never "
         "rejected for lack of an answer point.", _number(positive=True, maximum=600)),
+    Key("failover.queue_provisional_interval", _SECONDS, _d(FailoverSpec, "queue_provisional_interval"),
+        "A caller waiting for a position gets a provisional response (180) this often, so no "
+        "upstream proxy gives up on the INVITE (RFC 3261 §13.3.1.1: at least every minute).",
+        _number(positive=True, maximum=60)),
+    Key("failover.caller_reinvite_give_up", _SECONDS, _d(FailoverSpec, "caller_reinvite_give_up"),
+        "A move re-INVITEs the caller with the new position's media; while those re-INVITEs time "
+        "out or fail (408, 5xx, transport error) it retries with back-off, keeping the new position "
+        "on the line. Past this long without success the call is ended with a BYE to the caller "
+        "(end reason `caller_unreachable`).", _number(positive=True, maximum=600)),
 
     Key("api", TABLE, None, "The HTTP API and call-taker console."),
     Key("api.host", "IP address", "127.0.0.1", "Address to listen on (0.0.0.0 or :: for all).",

@@ -44,6 +44,8 @@ class FailoverSpec:
     in_dialog_options_interval: float = 10.0  # 0 disables the in-dialog OPTIONS probe
     hunt_backoff_initial: float = 0.5  # every AP tried: wait, then hunt again...
     hunt_backoff_max: float = 5.0  # ...backing off to this; an emergency call is never rejected
+    queue_provisional_interval: float = 45.0  # a waiting caller gets a provisional this often (<= 60)
+    caller_reinvite_give_up: float = 30.0  # a move whose re-INVITEs of the caller keep failing BYEs after this
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ any state ─BYE / CANCEL / failure→ TERMINATED
 from __future__ import annotations
 
 import logging
+import random
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -136,6 +138,8 @@ class UserAgent:
         self._early: dict[tuple[str, str], Session] = {}  # (Call-ID, local tag) → UAC session
         self._clients: dict[Any, _ClientCtx] = {}
         self.stats = {"received": 0, "bad_requests": 0, "dropped": 0}
+        #: §14.1 glare back-off draws from this (a test seeds it for replayable schedules)
+        self.rng = random.Random()
 
     # --- shell entry points -----------------------------------------------------------
     def now(self) -> float:
@@ -574,6 +578,14 @@ class Session:
         self._pending_in: tuple[Request, Any, Any] | None = None  # incoming re-INVITE/UPDATE (request, key, source)
         self._reinvite_out = False
         self._offer_out = False  # our re-INVITE/UPDATE carrying an offer awaits its answer (glare)
+        # §14.1: one INVITE transaction at a time on the dialog, either direction. Our
+        # re-INVITEs wait here, in order, until the dialog is free; a 491 puts ours back at
+        # the head after the back-off (``_glare``).
+        self._reinvites: deque[_Reinvite] = deque()
+        self._glare: TimerHandle | None = None
+        #: why the session failed: (method, cause) with cause "408", "481", "timeout",
+        #: "transport" or "expired" — read by the application instead of parsing text
+        self.failure: tuple[str, str] | None = None
         self._reinvite_final: Response | None = None
         self._reinvite_retx: TimerHandle | None = None
         # RFC 4028
@@ -785,6 +797,7 @@ class Session:
         self.state = SESSION_CONFIRMED
         self._start_session_timer()
         self.ua.handler.on_confirmed(self, ack)
+        self._pump_reinvites()
 
     # --- in-dialog requests we receive ----------------------------------------------
     def _on_in_dialog_request(self, request: Request, key: Any, source: Any) -> None:
@@ -853,6 +866,7 @@ class Session:
         if request.method == "INVITE":
             self._reinvite_final = response
             self._start_reinvite_2xx_retx(response, source)
+        self._pump_reinvites()
 
     def _start_reinvite_2xx_retx(self, response: Response, source: Any) -> None:
         """The re-INVITE's 2xx, like the INVITE's, is retransmitted until its ACK — back over
@@ -874,7 +888,14 @@ class Session:
             return
         request, key, _source = self._pending_in
         self._pending_in = None
-        self.ua.respond(key, make_response(request, status, reason))
+        headers = [("Retry-After", "1")] if status == 500 else []
+        self.ua.respond(key, make_response(request, status, reason, headers=headers))
+        self._pump_reinvites()
+
+    @property
+    def pending_request(self) -> Request | None:
+        """The peer's re-INVITE or UPDATE we have not answered yet."""
+        return self._pending_in[0] if self._pending_in is not None else None
 
     def _on_prack(self, request: Request, key: Any) -> None:
         rack = (request.headers.get("RAck") or "").split()
@@ -1053,6 +1074,7 @@ class Session:
         if self._reinvite_ack_seq is not None:
             seq, self._reinvite_ack_seq = self._reinvite_ack_seq, None
             self._send_ack(seq, sdp)
+            self._pump_reinvites()
             return
         if self.last_ack is not None:
             self.ua.send_ack(self.last_ack, self._dest_for(self.last_ack))
@@ -1125,24 +1147,72 @@ class Session:
             if on_response is not None:
                 on_response(resp)
             if resp.status in (408, 481):
-                self._failed(f"{method} got {resp.status}")
+                self._failed(f"{method} got {resp.status}", (method, str(resp.status)))
 
         def failure(reason: str) -> None:
             if on_failure is not None:
                 on_failure(reason)
-            self._failed(f"{method} {reason}")
+            self._failed(f"{method} {reason}", (method, _cause(reason)))
 
         return self.ua.send_request(req, response, failure, self._dest_for(req))
 
-    def reinvite(self, sdp: bytes | None, *, on_done: Callable[[Response | None], None] | None = None) -> None:
+    def reinvite(
+        self,
+        sdp: bytes | None | Callable[[], bytes | None],
+        *,
+        on_done: Callable[[Response | None], None] | None = None,
+        fail_session: bool = True,
+    ) -> None:
         """Send a re-INVITE (``sdp`` None: offerless; the 2xx carries the peer's offer and
-        ``on_reinvite_answered`` must call ``ack(answer)``; else the ACK goes at once)."""
+        ``on_reinvite_answered`` must call ``ack(answer)``; else the ACK goes at once).
+
+        RFC 3261 §14.1: while an INVITE transaction is in progress on the dialog in either
+        direction (or the peer's offer in a 2xx waits for our ACK) the re-INVITE waits its
+        turn, in order. ``sdp`` may be a function, called when the request is actually sent,
+        so that a queued offer is built on the session as it is by then. A 491 is retried
+        after the §14.1 back-off (2.1–4 s when we own the Call-ID, else 0–2 s) up to
+        ``GLARE_RETRIES`` times. The offer becomes our session description only on a 2xx
+        (RFC 3264 §8: a rejected offer changes nothing). ``on_done`` gets the final response,
+        or None on a timeout, a transport error, or when the session ended first.
+        ``fail_session=False``: a 408/481/timeout/transport error does not end the session —
+        the application decides (the caller's leg is never given up on silently)."""
         if self.dialog is None or self.state == SESSION_TERMINATED:
+            if on_done is not None:
+                on_done(None)
             return
+        self._reinvites.append(_Reinvite(sdp, on_done, fail_session))
+        self._pump_reinvites()
+
+    @property
+    def invite_in_progress(self) -> bool:
+        """An INVITE transaction is in progress on the dialog (either direction), a 491
+        back-off runs, or an offer from the peer's 2xx waits for our ACK."""
+        if self._reinvite_out or self._glare is not None or self._reinvite_ack_seq is not None:
+            return True
+        if self.state != SESSION_CONFIRMED:
+            return True
+        return self._pending_in is not None and self._pending_in[0].method == "INVITE"
+
+    @property
+    def reinvites_queued(self) -> int:
+        return len(self._reinvites)
+
+    def _pump_reinvites(self) -> None:
+        if self._reinvites and not self.invite_in_progress:
+            self._send_reinvite(self._reinvites.popleft())
+
+    def _glare_over(self, item: _Reinvite) -> None:
+        self._glare = None
+        if self.state == SESSION_TERMINATED:
+            return
+        self._reinvites.appendleft(item)
+        self._pump_reinvites()
+
+    def _send_reinvite(self, item: _Reinvite) -> None:
+        assert self.dialog is not None
+        sdp = item.sdp() if callable(item.sdp) else item.sdp
         self._reinvite_out = True
         self._offer_out = sdp is not None
-        if sdp is not None:
-            self.local_sdp = sdp
         headers: list[tuple[str, str]] = [("Allow", ", ".join(ALLOW)), ("Supported", ", ".join(SUPPORTED))]
         if self.session_interval:
             param = self._refresher_param(we_send_request=True)
@@ -1162,9 +1232,16 @@ class Session:
                 return
             answered = True
             self._reinvite_out = self._offer_out = False
+            if self.state == SESSION_TERMINATED:
+                if 200 <= resp.status < 300:
+                    self._send_ack(seq)  # the peer has a dialog until our BYE lands: §13.2.2.4
+                item.done(None)
+                return
             if 200 <= resp.status < 300:
                 assert self.dialog is not None
                 self.dialog.update_from_response(req, resp)
+                if sdp is not None:
+                    self.local_sdp = sdp  # the offer is the session now (RFC 3264 §8)
                 if resp.body and _is_sdp(resp):
                     self.remote_sdp = sdp_of(resp)
                 self._session_expires_from_2xx(resp)
@@ -1173,17 +1250,25 @@ class Session:
                 else:
                     self._send_ack(seq)
                 self._restart_session_timer()
-            elif resp.status in (408, 481):
-                self._failed(f"re-INVITE got {resp.status}")
+            elif resp.status == 491 and item.glare_tries < GLARE_RETRIES:
+                item.glare_tries += 1
+                owner = self.role == "uac"  # we made the Call-ID (§14.1)
+                delay = self.ua.rng.uniform(2.1, 4.0) if owner else self.ua.rng.uniform(0.0, 2.0)
+                delay = round(delay, 2)  # "in units of 10 ms"
+                self._glare = self.ua.timers.call_at(self.ua.now() + delay, lambda at: self._glare_over(item))
+                return
+            elif resp.status in (408, 481) and item.fail_session:
+                self._failed(f"re-INVITE got {resp.status}", ("INVITE", str(resp.status)))
             self.ua.handler.on_reinvite_answered(self, resp)
-            if on_done:
-                on_done(resp)
+            item.done(resp)
+            self._pump_reinvites()
 
         def on_failure(reason: str) -> None:
             self._reinvite_out = self._offer_out = False
-            self._failed(f"re-INVITE {reason}")
-            if on_done:
-                on_done(None)
+            if item.fail_session:
+                self._failed(f"re-INVITE {reason}", ("INVITE", _cause(reason)))
+            item.done(None)
+            self._pump_reinvites()
 
         req = self.dialog.create_request(
             "INVITE", headers=tuple(headers) + ((("Content-Type", "application/sdp"),) if sdp else ()), body=sdp or b""
@@ -1199,7 +1284,6 @@ class Session:
             param = self._refresher_param(we_send_request=True)
             headers.append(("Session-Expires", f"{self.session_interval};refresher={param}"))
         if sdp is not None:
-            self.local_sdp = sdp
             self._offer_out = True
 
         def on_response(resp: Response) -> None:
@@ -1208,6 +1292,8 @@ class Session:
             if sdp is not None:
                 self._offer_out = False
             if 200 <= resp.status < 300:
+                if sdp is not None:
+                    self.local_sdp = sdp  # committed on the 2xx only (RFC 3264 §8)
                 if resp.body and _is_sdp(resp):
                     self.remote_sdp = sdp_of(resp)
                 self._session_expires_from_2xx(resp)
@@ -1254,7 +1340,7 @@ class Session:
             )
         self._terminate(reason)
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, reason: str, cause: tuple[str, str] | None = None) -> None:
         """The peer is gone: end the session (no BYE) and report ``on_terminated(reason)``.
 
         Covered — every in-dialog request we send (``request``, ``reinvite``, ``update``,
@@ -1266,7 +1352,13 @@ class Session:
         if self.state == SESSION_TERMINATED:
             return
         log.info("session %s failed: %s", self.call_id, reason)
+        self.failure = cause
         self._terminate(reason)
+
+    def forget(self, reason: str) -> None:
+        """End the session without a word to the peer (its dialog is known to be gone, e.g.
+        it answered 481) and without telling the handler: the application decided it."""
+        self._terminate(reason, notify=False)
 
     # --- session timers (RFC 4028) ------------------------------------------------------
     def _start_session_timer(self) -> None:
@@ -1287,8 +1379,8 @@ class Session:
     def _refresh(self) -> None:
         if self.state != SESSION_CONFIRMED:
             return
-        if self._reinvite_out:
-            self._restart_session_timer()
+        if self.invite_in_progress or self._reinvites:
+            self._restart_session_timer()  # a re-INVITE on its way refreshes the session too
             return
         peer_allow = self.user_data.get("peer_allow")
         if peer_allow is None:
@@ -1302,6 +1394,7 @@ class Session:
         if self.state == SESSION_TERMINATED:
             return
         log.info("session %s expired without refresh", self.call_id)
+        self.failure = ("", "expired")
         self.bye(reason="session expired")
 
     # --- ending ---------------------------------------------------------------------
@@ -1315,14 +1408,41 @@ class Session:
             return
         self.state = SESSION_TERMINATED
         self.terminated_reason = reason
-        for h in (self._retx, self._prov_retx, self._st_timer, self._reinvite_retx, self._cancel_guard):
+        for h in (self._retx, self._prov_retx, self._st_timer, self._reinvite_retx, self._cancel_guard, self._glare):
             self._stop(h)
+        self._glare = None
+        queued, self._reinvites = list(self._reinvites), deque()
         if self.dialog is not None:
             self.dialog.state = TERMINATED
             self.ua.dialogs.pop(self.dialog.id, None)
         self.ua._early.pop((self.call_id, self.invite.from_.tag or ""), None)
         if notify:
             self.ua.handler.on_terminated(self, reason)
+        for item in queued:
+            item.done(None)
+
+
+GLARE_RETRIES = 5  # 491s in a row before a re-INVITE is reported as refused
+
+
+@dataclass(eq=False)
+class _Reinvite:
+    """A re-INVITE waiting for the dialog (or for its 491 back-off)."""
+
+    sdp: bytes | None | Callable[[], bytes | None]
+    on_done: Callable[[Response | None], None] | None
+    fail_session: bool
+    glare_tries: int = 0
+
+    def done(self, resp: Response | None) -> None:
+        on_done, self.on_done = self.on_done, None  # at most once; and no cycle kept
+        if on_done is not None:
+            on_done(resp)
+
+
+def _cause(reason: str) -> str:
+    """A transaction failure ("timeout", "transport error") as a ``Session.failure`` cause."""
+    return "timeout" if "timeout" in reason else "transport"
 
 
 __all__ = ["Session", "UaConfig", "UaHandler", "UaPort", "UserAgent", "NameAddr", "EARLY"]

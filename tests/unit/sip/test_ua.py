@@ -396,17 +396,65 @@ def test_update_in_early_dialog_before_answer() -> None:
     assert pair.bob.handler.session.remote_sdp == OFFER2
 
 
-def test_reinvite_glare_both_sides_get_491() -> None:
+def test_reinvite_glare_both_sides_get_491_then_retry_after_the_section_14_1_back_off() -> None:
     pair, a, b = connected(latency=0.05)
     a.reinvite(OFFER2)
     b.reinvite(ANSWER2)
     pair.run(1.0)
     assert sorted(p.summary for p in pair.net.find("INVITE", 491)) == ["alice>bob 491/INVITE", "bob>alice 491/INVITE"]
-    assert pair.alice.handler.last("reinvite_answered").status == 491
-    assert pair.bob.handler.last("reinvite_answered").status == 491
+    # A 491 is not reported: each side tries again after its back-off. Bob does not own the
+    # Call-ID (0-2 s), Alice does (2.1-4 s): Bob's retry goes first and is answered before
+    # Alice's, so the two never cross again.
+    assert "reinvite_answered" not in pair.alice.handler.names()
+    assert a.invite_in_progress  # Alice still backs off at 1 s (2.1-4 s)
+    pair.run(6.0)
+    assert pair.alice.handler.last("reinvite_answered").status == 200
+    assert pair.bob.handler.last("reinvite_answered").status == 200
+    invites = [p for p in pair.net.find("INVITE", requests=True) if p.message.to.tag]
+    assert [p.src_name for p in invites] == ["alice", "bob", "bob", "alice"]
+    assert invites[2].sent_at - invites[0].sent_at <= 2.0 + 0.2 and invites[3].sent_at - invites[1].sent_at >= 2.1
+    assert a.local_sdp == OFFER2 and b.local_sdp == ANSWER2
     assert a.state == b.state == SESSION_CONFIRMED
-    a.reinvite(OFFER2)  # the retry after the glare goes through
+
+
+def test_reinvites_on_one_dialog_are_serialised_in_order() -> None:
+    pair, a, b = connected(latency=0.05)
+    done: list[int | None] = []
+    a.reinvite(OFFER2, on_done=lambda r: done.append(r.status if r else None))
+    a.reinvite(lambda: a.local_sdp, on_done=lambda r: done.append(r.status if r else None))
+    assert a.reinvites_queued == 1  # the second waits for the first to complete
+    pair.run(2.0)
+    assert done == [200, 200]
+    invites = [p for p in pair.net.find("INVITE") if p.message.cseq.seq > 1 and (p.status or 0) != 100]
+    # request, 200, request, 200: never two outstanding
+    assert [p.is_request for p in invites] == [True, False, True, False]
+    second = [p for p in invites if p.is_request][1].message
+    assert second.body == OFFER2  # built when sent, from the session as it was by then
+
+
+def test_a_rejected_reinvite_offer_leaves_the_session_as_it_was() -> None:
+    pair, a, b = connected(latency=0.05)
+    before = a.local_sdp
+    pair.bob.handler.hooks["on_reinvite"] = lambda s, r: s.reject_update(488)
+    a.reinvite(OFFER2)
     pair.run(1.0)
+    assert pair.alice.handler.last("reinvite_answered").status == 488
+    assert a.local_sdp == before
+
+
+def test_a_reinvite_waits_for_the_peers_pending_reinvite_to_be_answered() -> None:
+    pair, a, b = connected(latency=0.05)
+    held: list = []
+    pair.alice.handler.hooks["on_reinvite"] = lambda s, r: held.append(s)
+    b.reinvite(ANSWER2)
+    pair.run(0.5)
+    assert a.pending_request is not None
+    a.reinvite(OFFER2)
+    pair.run(1.0)
+    assert [p.src_name for p in pair.net.find("INVITE", requests=True) if p.message.to.tag] == ["bob"]
+    held[0].accept_update(a.local_sdp)
+    pair.run(1.0)
+    assert [p.src_name for p in pair.net.find("INVITE", requests=True) if p.message.to.tag] == ["bob", "alice"]
     assert pair.alice.handler.last("reinvite_answered").status == 200
 
 
