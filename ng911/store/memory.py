@@ -1,7 +1,7 @@
 """In-memory twins of the store (STYLE habit 7): same ``CallStore`` contract, no database.
 
 ``MemoryStore`` applies every write at once, on the caller's thread, with the SQL store's
-semantics -- the same argument checks, ownership fencing (``on_fenced`` once per call), JSON
+semantics -- the same argument checks, the same ``storable`` values (NUL → U+2400), ownership fencing (``on_fenced`` once per call), JSON
 round trip of the JSON columns (a value the database could not store raises ``TypeError`` here,
 at the call site), the same row dicts from the reads. The store contract suite runs against it,
 SQLite and PostgreSQL alike. ``NullStore`` accepts everything and remembers nothing.
@@ -14,11 +14,13 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
-from ng911.store.store import Owner, call_row, check_role, check_update, owner_of
+from ng911.store.store import (
+    Owner, call_row, check_role, check_update, owner_of, storable, storable_text,
+)
 
 
 def _json(value: Any) -> Any:
-    return None if value is None else json.loads(json.dumps(value))
+    return None if value is None else json.loads(json.dumps(storable(value)))
 
 
 class MemoryStore:
@@ -72,6 +74,7 @@ class MemoryStore:
 
     def call_updated(self, call_id: str, owner: Owner, **fields: Any) -> None:
         values = check_update(fields)
+        call_id = storable_text(call_id)
         if "location" in values:
             values["location"] = _json(values["location"])
         with self._lock:
@@ -83,10 +86,12 @@ class MemoryStore:
                   local_sdp: bytes | None, remote_sdp: bytes | None,
                   answer_point: str | None) -> None:
         check_role(role)
+        call_id = storable_text(call_id)
         row = {"call_id": call_id, "role": role, "dialog": _json(dialog),
                "local_sdp": None if local_sdp is None else bytes(local_sdp),
                "remote_sdp": None if remote_sdp is None else bytes(remote_sdp),
-               "answer_point": answer_point, "updated_at": time.time()}
+               "answer_point": None if answer_point is None else storable_text(answer_point),
+               "updated_at": time.time()}
         with self._lock:
             if self._owns(call_id, owner):
                 self._legs[(call_id, role)] = row
@@ -95,6 +100,7 @@ class MemoryStore:
     def event(self, call_id: str, owner: Owner, kind: str, at: float,
               data: dict[str, Any]) -> None:
         data = _json(data)
+        call_id, kind = storable_text(call_id), storable_text(kind)
         with self._lock:
             if self._owns(call_id, owner):
                 self._events.append({"id": len(self._events) + 1, "call_id": call_id,
@@ -102,7 +108,7 @@ class MemoryStore:
         self._done()
 
     def ap_health(self, name: str, uri: str, up: bool, at: float) -> None:
-        up = bool(up)
+        up, name, uri = bool(up), storable_text(name), storable_text(uri)
         with self._lock:
             old = self._aps.get(name)
             changed_at = old["changed_at"] if old is not None and old["up"] == up else at
@@ -114,6 +120,7 @@ class MemoryStore:
     def abandoned(self, call_id: str, owner: Owner, caller: str,
                   location: dict[str, Any] | None, at: float) -> None:
         location = _json(location)
+        call_id, caller = storable_text(call_id), storable_text(caller)
         with self._lock:
             if self._owns(call_id, owner):
                 self._abandoned.setdefault(call_id, {

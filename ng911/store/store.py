@@ -8,38 +8,72 @@ How a write travels::
 
     reactor thread                        writer thread                       database
     store.event(...) ── append ──▶ [ deque ] ── up to batch_size ops ──▶ one transaction
-      returns at once      (Condition)        or after `linger` s             (Core, executemany)
-                                                  │ OperationalError / disconnect
-                                                  └─ retry the same ops, backoff 0.1 s → 2 s, forever
+      returns at once  (coalesced,  (Condition)  or after `linger` s          (Core, executemany)
+                        shed when                 │ OperationalError / disconnect
+                        backlogged)               └─ retry the same ops, backoff 0.1 s → 2 s, forever
 
-- **Order.** One thread applies the ops in the order they were made; within a batch, runs of
-  consecutive ops of one type go to the database as one ``executemany`` where the type allows,
-  so the order per call (and overall) is preserved.
-- **Nothing dropped while the process lives.** A connection failure rolls the batch back and
-  retries it until the database returns; meanwhile the queue grows (unbounded; its depth is the
-  ``queue_depth`` metric, with a warning past ``QUEUE_WARN_DEPTH``). Only an op the database
-  rejects for what it *is* (an integrity or data error -- a bug, never an outage) is dropped:
-  the batch is then replayed one op per transaction so that just the bad op is lost, and it is
-  logged and counted in ``dropped``.
+- **Order.** One thread applies the ops in the order they were made, a batch by kind (rows
+  first, then updates, legs, events ...), so the order per call (and overall) of each kind is
+  preserved and the committed result is what applying them one by one would give.
+- **Storable values.** Every string going to a text or JSON column is made storable first
+  (``storable``): PostgreSQL text and JSONB cannot hold NUL, so ``"\\x00"`` becomes
+  ``NUL_REPLACEMENT`` (U+2400 SYMBOL FOR NULL, "␀": visible in ``psql``, deterministic, and
+  distinct from U+FFFD); a lone surrogate (undecodable bytes kept by ``surrogateescape``)
+  becomes U+FFFD; a non-finite float inside JSON becomes its text (``"nan"``, ``"inf"``).
+  The in-memory twin applies the same function, so the contract suite sees the same rows.
+- **Nothing an emergency call needs is dropped while the process lives.** A connection failure
+  rolls the batch back and retries it until the database returns. An op the database rejects
+  for what it *is* (a permanent error: integrity, data, a bug) costs that op only: the batch is
+  replayed one op per transaction, the bad op is retried once in a *degraded* form (a call row
+  or an event without its JSON detail, marked ``{"unstorable": ...}``) and otherwise dropped;
+  either way it is logged with its call id and counted in ``write_errors[(kind, outcome)]``
+  (``ng911_store_write_errors_total``). A call whose row could not be written at all is
+  remembered as *unstored*: its later writes match no row, and that is **not** an ownership
+  loss (no ``on_fenced``): the call carries on, only its record is missing (and logged).
+- **Bounded backlog** (DESIGN: "Memory stays bounded"). The queue coalesces as it goes: a
+  call's queued updates merge into one (into its still-queued ``call_created`` row even), a
+  leg's queued saves keep only the last. Past ``high_water`` queued ops the store is
+  *backlogged*: an alarm (``backlogged``, a warning log; cleared below ``low_water``), the
+  controller refuses new non-emergency calls (``OverloadGuard``), new events of
+  non-emergency calls (kind ``other``/``test``) are shed, and new events of emergency calls
+  keep their kind and time but lose their detail (``data`` = ``SHED_DATA``). Past
+  ``max_queue`` every write of a non-emergency call is shed (its call becomes *unstored*), and
+  so are answer-point health reports. An emergency call's record -- its row, its legs, the
+  existence, kind and order of its events -- is never shed: past ``max_queue`` it alone still
+  queues (an error log says so). Sheds are counted in ``shed[what]``
+  (``ng911_store_shed_total``), merges in ``coalesced``.
 - **Fencing.** Every write of a call is conditional on its owner ``(node, epoch)``: an UPDATE
   ``WHERE call_id AND owner_node AND owner_epoch``; legs, events and the abandoned-call row are
   written only for the calls whose row matches, checked in the same transaction under
   ``SELECT ... FOR SHARE`` (so a takeover's UPDATE of the owner waits for our commit). A write
-  that matches no row is not retried; ``on_fenced(call_id)`` is called once per call.
+  that matches no row is not retried; ``on_fenced(call_id)`` is called once per call -- unless
+  the call is *unstored* (above): ownership is lost only when a row exists and is not ours, or
+  was never ours to write.
+- **Lazy registration** (a node starts while its database is down). Built with ``node=``, the
+  writer itself registers the node (``register_node``: a new epoch) before it writes anything,
+  retrying until the database answers, after checking the schema (``check_schema``) when asked
+  to. Until then writes carry the placeholder owner ``(node, PENDING_EPOCH)``; the writer
+  resolves it to ``(node, epoch)`` as it writes them (the ``call_created`` row's owner_epoch
+  too), so every write of this node is fenced by the epoch it registered, whenever that was.
+  ``on_registered(epoch)`` then tells the caller, which switches to the real owner; ``up`` says
+  whether the last database round trip succeeded.
 - **At least once.** If the connection drops *during* COMMIT the outcome is unknown and the batch
   is replayed: every write is idempotent (upserts, ``ON CONFLICT DO NOTHING``) except the two
   append-only logs (``call_events``, ``ap_health_events``), which may then hold a duplicate.
 
-Callbacks (``on_batch``, ``on_fenced``) run on the writer thread; the controller marshals them
-with ``reactor.callFromThread``. Reads are blocking and meant for the CLI and tests.
+Callbacks (``on_batch``, ``on_fenced``, ``on_registered``) run on the writer thread; the
+service marshals them with ``reactor.callFromThread``. Reads are blocking and meant for the CLI
+and tests.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
@@ -68,7 +102,54 @@ UPDATABLE_FIELDS = frozenset(
     {"state", "queue", "answer_point", "answered_at", "ended_at", "outcome", "end_reason",
      "location", "updated_at"}
 )
-QUEUE_WARN_DEPTH = 10_000
+#: the epoch of writes made before the node is registered (resolved by the writer)
+PENDING_EPOCH = 0
+#: default backlog limits (ops queued): alarm + shedding of detail, and the hard limit
+HIGH_WATER = 10_000
+MAX_QUEUE = 50_000
+#: what a shed event's ``data`` becomes
+SHED_DATA: dict[str, Any] = {"shed": True}
+#: calls whose kind may be shed under backlog (never ``emergency``)
+SHEDDABLE_KINDS = frozenset({"other", "test"})
+#: what a NUL character is stored as (PostgreSQL text/JSONB cannot hold U+0000)
+NUL_REPLACEMENT = "\u2400"
+QUEUE_WARN_DEPTH = HIGH_WATER  # kept for callers of the old name
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(s: str) -> str:
+    """``s`` as PostgreSQL can store it: NUL → U+2400, lone surrogates → U+FFFD."""
+    if "\x00" in s:
+        s = s.replace("\x00", NUL_REPLACEMENT)
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            s = _SURROGATE.sub("\ufffd", s)
+    return s
+
+
+def storable(value: Any) -> Any:
+    """A JSON-able value with every string (keys too) made storable and non-finite floats
+    made text. Deterministic: the same input always gives the same stored value."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {storable_text(k) if isinstance(k, str) else k: storable(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+def storable_row(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's values made storable; top-level numbers (times, epochs) and bytes as they are."""
+    return {k: v if isinstance(v, (int, float, bytes)) or v is None else storable(v)
+            for k, v in values.items()}
+
 
 
 @runtime_checkable
@@ -129,14 +210,14 @@ def call_row(rec: Mapping[str, Any]) -> dict[str, Any]:
         row["headers"] = {}
     row.update(answer_point=None, answered_at=None, ended_at=None, outcome=None,
                end_reason=None, updated_at=rec["created_at"])
-    return row
+    return storable_row(row)
 
 
 def check_update(fields: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(fields) - UPDATABLE_FIELDS
     if unknown:
         raise ValueError(f"call_updated: cannot set {sorted(unknown)}")
-    values = dict(fields)
+    values = storable_row(fields)
     values.setdefault("updated_at", time.time())
     return values
 
@@ -169,41 +250,107 @@ class _Op:
     values: dict[str, Any] = field(default_factory=dict)
 
 
+class SchemaNotCurrent(RuntimeError):
+    """The database answers but its schema is not at the code's head: writes are held."""
+
+
+class _RecentSet:
+    """A set that forgets its oldest members past ``limit`` (call ids the writer remembers
+    about calls long gone must not grow without end)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._d: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, key: str) -> None:
+        self._d[key] = None
+        self._d.move_to_end(key)
+        if len(self._d) > self.limit:
+            self._d.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        self._d.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
 class SqlStore:
     """Write-behind store on PostgreSQL or SQLite (``url``) or a given ``engine``.
 
     ``batch_size`` ops at most per transaction; the writer waits up to ``linger`` seconds for a
     batch to fill once the first op arrived. Backoff after a failed batch starts at
-    ``retry_initial`` s and doubles up to ``retry_max`` s.
+    ``retry_initial`` s and doubles up to ``retry_max`` s. ``high_water`` / ``low_water`` /
+    ``max_queue``: the backlog limits (module docstring). ``node``: register lazily, from the
+    writer thread (module docstring); ``check_schema``: before that, check that the schema is
+    at head (``SchemaNotCurrent`` holds the writes until it is).
     """
 
     def __init__(self, url: str | None = None, *, engine: Engine | None = None,
                  batch_size: int = 500, linger: float = 0.002,
-                 retry_initial: float = 0.1, retry_max: float = 2.0) -> None:
+                 retry_initial: float = 0.1, retry_max: float = 2.0,
+                 high_water: int = HIGH_WATER, low_water: int | None = None,
+                 max_queue: int = MAX_QUEUE, node: str | None = None,
+                 check_schema: Callable[[Connection], None] | None = None) -> None:
         if (url is None) == (engine is None):
             raise TypeError("SqlStore needs exactly one of url or engine")
+        if not 0 < high_water <= max_queue:
+            raise ValueError("SqlStore needs 0 < high_water <= max_queue")
         self._own_engine = engine is None
         self.engine: Engine = engine if engine is not None else engine_for(url)  # type: ignore[arg-type]
         self.batch_size = batch_size
         self.linger = linger
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self.high_water = high_water
+        self.low_water = high_water // 2 if low_water is None else low_water
+        self.max_queue = max_queue
+        self.node = node
+        self.check_schema = check_schema
         self.on_batch: Callable[[float, int], None] | None = None
         self.on_fenced: Callable[[str], None] | None = None
-        #: ops the database refused (integrity/data errors): logged and dropped
-        self.dropped = 0
+        self.on_registered: Callable[[int], None] | None = None
+        #: the epoch this store registered (lazy registration), None until then
+        self.epoch: int | None = None
+        #: the last database round trip succeeded (False until a lazy registration succeeds)
+        self.up = node is None
+        #: past ``high_water`` until back under ``low_water`` (the backlog alarm)
+        self.backlogged = False
+        #: ops the database refused for what they are: (op kind, "degraded" | "dropped") -> n
+        self.write_errors: dict[tuple[str, str], int] = {}
+        #: ops or details shed under backlog: what -> n (event_detail, event, call, update, leg,
+        #: abandoned, health)
+        self.shed: dict[str, int] = {}
+        #: writes merged into one already queued
+        self.coalesced = 0
         #: batches that failed on a connection error and were retried
         self.retries = 0
         self._queue: deque[_Op] = deque()
         self._cond = threading.Condition()
+        self._registered = threading.Event()
         self._inflight = 0
         self._stopping = False
         self._abort = False
-        self._warned = False
-        self._fenced: set[str] = set()
+        self._over_limit = False
+        self._fenced = _RecentSet()
+        self._unstored = _RecentSet()  # calls whose row could not be written (or was shed)
+        self._sheddable = _RecentSet()  # live non-emergency calls
+        # coalescing: the still-queued op a new write of the same thing merges into
+        self._row_ops: dict[str, _Op] = {}
+        self._update_ops: dict[tuple[str, Owner], _Op] = {}
+        self._leg_ops: dict[tuple[str, str, Owner], _Op] = {}
         self._thread: threading.Thread | None = None
+        self._schema_complained = False
         pg = self.engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if pg else sqlite.insert
+
+    @property
+    def dropped(self) -> int:
+        """Ops lost to a permanent database error (the sum of the ``dropped`` write errors)."""
+        return sum(n for (_, outcome), n in self.write_errors.items() if outcome == "dropped")
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -245,6 +392,11 @@ class SqlStore:
                 self._cond.wait(remaining)
         return True
 
+    def wait_registered(self, timeout: float) -> int | None:
+        """Block up to ``timeout`` s for the lazy registration; the epoch, or None."""
+        self._registered.wait(timeout)
+        return self.epoch
+
     @property
     def queue_depth(self) -> int:
         """Writes accepted and not yet committed (queued + in the batch being written)."""
@@ -254,6 +406,10 @@ class SqlStore:
 
     def register_node(self, node: str) -> int:
         """Blocking: insert this node or bump its epoch; returns the new epoch."""
+        with self.engine.begin() as conn:
+            return self._register(conn, node)
+
+    def _register(self, conn: Connection, node: str) -> int:
         now = time.time()
         t = m.nodes
         stmt = self._insert(t).values(name=node, epoch=1, started_at=now, heartbeat_at=now,
@@ -263,8 +419,7 @@ class SqlStore:
             set_={"epoch": t.c.epoch + 1, "started_at": stmt.excluded.started_at,
                   "heartbeat_at": stmt.excluded.heartbeat_at, "lease_expires_at": None},
         ).returning(t.c.epoch)
-        with self.engine.begin() as conn:
-            return int(conn.execute(stmt).scalar_one())
+        return int(conn.execute(stmt).scalar_one())
 
     # writes (any thread, never block) ------------------------------------------------------
 
@@ -276,43 +431,149 @@ class SqlStore:
     def call_updated(self, call_id: str, owner: Owner, **fields: Any) -> None:
         values = check_update(fields)
         check_json(values.get("location"))
-        self._put(_Op("updated", call_id, owner_of(owner), values))
+        self._put(_Op("updated", storable_text(call_id), owner_of(owner), values))
 
     def leg_saved(self, call_id: str, owner: Owner, role: str, dialog: dict[str, Any] | None,
                   local_sdp: bytes | None, remote_sdp: bytes | None,
                   answer_point: str | None) -> None:
         check_role(role)
         check_json(dialog)
+        call_id = storable_text(call_id)
         self._put(_Op("leg", call_id, owner_of(owner), {
-            "call_id": call_id, "role": role, "dialog": dialog,
+            "call_id": call_id, "role": role, "dialog": storable(dialog),
             "local_sdp": None if local_sdp is None else bytes(local_sdp),
             "remote_sdp": None if remote_sdp is None else bytes(remote_sdp),
-            "answer_point": answer_point, "updated_at": time.time()}))
+            "answer_point": None if answer_point is None else storable_text(answer_point),
+            "updated_at": time.time()}))
 
     def event(self, call_id: str, owner: Owner, kind: str, at: float,
               data: dict[str, Any]) -> None:
         check_json(data)
+        call_id = storable_text(call_id)
         self._put(_Op("event", call_id, owner_of(owner),
-                      {"call_id": call_id, "at": at, "kind": kind, "data": data}))
+                      {"call_id": call_id, "at": at, "kind": storable_text(kind),
+                       "data": storable(data)}))
 
     def ap_health(self, name: str, uri: str, up: bool, at: float) -> None:
-        self._put(_Op("health", None, None, {"name": name, "uri": uri, "up": bool(up), "at": at}))
+        self._put(_Op("health", None, None, {"name": storable_text(name),
+                                             "uri": storable_text(uri), "up": bool(up),
+                                             "at": at}))
 
     def abandoned(self, call_id: str, owner: Owner, caller: str,
                   location: dict[str, Any] | None, at: float) -> None:
         check_json(location)
+        call_id = storable_text(call_id)
         self._put(_Op("abandoned", call_id, owner_of(owner), {
-            "call_id": call_id, "caller": caller, "location": location, "at": at,
-            "called_back_at": None}))
+            "call_id": call_id, "caller": storable_text(caller), "location": storable(location),
+            "at": at, "called_back_at": None}))
 
     def _put(self, op: _Op) -> None:
         with self._cond:
-            self._queue.append(op)
+            if self._coalesce(op):
+                self.coalesced += 1
+                return
             depth = len(self._queue) + self._inflight
-            if depth > QUEUE_WARN_DEPTH and not self._warned:
-                self._warned = True
-                log.warning("store write queue is %d deep: the database is slow or down", depth)
+            if (self.backlogged or depth >= self.high_water) and not self._shed_op(op, depth):
+                return
+            self._queue.append(op)
+            self._index(op)
+            if depth + 1 >= self.high_water and not self.backlogged:
+                self.backlogged = True
+                log.warning(
+                    "store backlog is %d writes (high-water %d): the database is slow or down;"
+                    " coalescing, shedding event details and non-emergency events, refusing"
+                    " new non-emergency calls", depth + 1, self.high_water)
             self._cond.notify_all()
+
+    # coalescing and shedding (under the lock) ----------------------------------------------
+
+    def _coalesce(self, op: _Op) -> bool:
+        """Merge ``op`` into a still-queued op it supersedes; True when merged."""
+        if op.kind == "updated":
+            assert op.call_id is not None and op.owner is not None
+            if op.values.get("ended_at") is not None:
+                self._sheddable.discard(op.call_id)
+            row = self._row_ops.get(op.call_id)
+            if row is not None and (row.values["owner_node"], row.values["owner_epoch"]) == op.owner:
+                row.values.update(op.values)
+                return True
+            queued = self._update_ops.get((op.call_id, op.owner))
+            if queued is not None:
+                queued.values.update(op.values)
+                return True
+        elif op.kind == "leg":
+            assert op.call_id is not None and op.owner is not None
+            queued = self._leg_ops.get((op.call_id, op.values["role"], op.owner))
+            if queued is not None:
+                queued.values = op.values  # a leg row is replaced whole: the last save wins
+                return True
+        elif op.kind == "created":
+            if op.values["kind"] in SHEDDABLE_KINDS:
+                self._sheddable.add(op.values["call_id"])
+        return False
+
+    def _index(self, op: _Op) -> None:
+        if op.kind == "created":
+            self._row_ops[op.values["call_id"]] = op
+        elif op.kind == "updated":
+            self._update_ops[(op.call_id, op.owner)] = op  # type: ignore[index]
+        elif op.kind == "leg":
+            self._leg_ops[(op.call_id, op.values["role"], op.owner)] = op  # type: ignore[index]
+
+    def _unindex(self, op: _Op) -> None:
+        if op.kind == "created":
+            key: Any = op.values["call_id"]
+            index: dict[Any, _Op] = self._row_ops
+        elif op.kind == "updated":
+            key, index = (op.call_id, op.owner), self._update_ops
+        elif op.kind == "leg":
+            key, index = (op.call_id, op.values["role"], op.owner), self._leg_ops
+        else:
+            return
+        if index.get(key) is op:
+            del index[key]
+
+    def _shed_op(self, op: _Op, depth: int) -> bool:
+        """Backlogged: shed what ``op`` carries that no takeover or audit needs. True when
+        (what is left of) ``op`` must still be queued."""
+        call_id = op.call_id if op.kind != "created" else op.values["call_id"]
+        sheddable = op.kind == "health" or (call_id is not None and call_id in self._sheddable)
+        if depth >= self.max_queue:
+            if not self._over_limit:
+                self._over_limit = True
+                log.error("store backlog reached its limit of %d writes: shedding every write"
+                          " but emergency call records", self.max_queue)
+            if sheddable:
+                self._count_shed(op.kind if op.kind != "created" else "call")
+                if op.kind == "created" and call_id is not None:
+                    self._unstored.add(call_id)
+                return False
+        if op.kind == "event":
+            if sheddable:
+                self._count_shed("event")
+                return False
+            if op.values["data"]:
+                op.values["data"] = SHED_DATA
+                self._count_shed("event_detail")
+        return True
+
+    def _count_shed(self, what: str) -> None:
+        self.shed[what] = self.shed.get(what, 0) + 1
+
+    def _count_error(self, kind: str, outcome: str) -> None:
+        with self._cond:
+            self.write_errors[(kind, outcome)] = self.write_errors.get((kind, outcome), 0) + 1
+
+    def _check_backlog(self) -> None:
+        """Under the lock, after a batch: clear the alarm once under ``low_water``."""
+        depth = len(self._queue) + self._inflight
+        if self._over_limit and depth < self.max_queue:
+            self._over_limit = False
+        if self.backlogged and depth <= self.low_water:
+            self.backlogged = False
+            log.warning("store backlog down to %d writes (low-water %d): alarm cleared;"
+                        " shed so far: %s", depth, self.low_water,
+                        ", ".join(f"{k}={v}" for k, v in sorted(self.shed.items())) or "nothing")
 
     # the writer thread ---------------------------------------------------------------------
 
@@ -321,36 +582,80 @@ class SqlStore:
         delay = self.retry_initial
         while True:
             with self._cond:
-                if not pending:
+                if self._abort:
+                    return
+                if self.epoch is None and self.node is not None:
+                    if self._stopping and not self._queue:
+                        return  # nothing to write: no need to register
+                elif not pending:
                     self._inflight = 0
+                    self._check_backlog()
                     self._cond.notify_all()  # wake flush()
                     if not self._take(pending):
                         return
-                if self._abort:
-                    return
+                    if self._abort:
+                        return
             started = time.perf_counter()
             count = len(pending)
             try:
+                if self.epoch is None and self.node is not None:
+                    self._prepare(self.node)
+                    delay = self.retry_initial
+                    continue
                 self._write(pending)
-            except Exception as e:  # only retryable errors get here
+            except Exception as e:
                 self.retries += 1
-                log.warning("store: batch of %d writes failed (%s); retrying in %.1f s",
-                            len(pending), _brief(e), delay)
-                with self._cond:
-                    if not self._abort:
-                        self._cond.wait(delay)
-                    if self._abort:
-                        return
+                self.up = False
+                if isinstance(e, SchemaNotCurrent):
+                    if not self._schema_complained:
+                        self._schema_complained = True
+                        log.error("store: %s; holding %d writes until it is migrated "
+                                  "(ng911 migrate)", e, self.queue_depth)
+                    delay = self.retry_max
+                elif pending:
+                    log.warning("store: batch of %d writes failed (%s); retrying in %.1f s",
+                                len(pending), _brief(e), delay,
+                                exc_info=not _retryable(e))
+                else:
+                    log.warning("store: cannot register node %s (%s); %d writes queued, "
+                                "retrying in %.1f s", self.node, _brief(e), self.queue_depth,
+                                delay, exc_info=not _retryable(e))
+                if not self._sleep(delay):
+                    return
                 delay = min(delay * 2, self.retry_max)
                 continue
+            if not self.up:
+                self.up = True
+                log.warning("store: database reachable again; %d writes to go", self.queue_depth)
             delay = self.retry_initial
             elapsed = time.perf_counter() - started
             pending.clear()
-            with self._cond:
-                if self._warned and len(self._queue) < QUEUE_WARN_DEPTH // 2:
-                    self._warned = False
-                    log.warning("store write queue drained to %d", len(self._queue))
             self._callback(self.on_batch, elapsed, count)
+
+    def _sleep(self, delay: float) -> bool:
+        """Back off ``delay`` s (new writes do not cut it short); False once aborted."""
+        deadline = time.monotonic() + delay
+        with self._cond:
+            while not self._abort:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return True
+                self._cond.wait(remaining)
+        return False
+
+    def _prepare(self, node: str) -> None:
+        """Writer thread, before the first write of a lazily registered node: check the schema
+        (when asked), register the node, resolve the placeholder epoch from now on."""
+        with self.engine.begin() as conn:
+            if self.check_schema is not None:
+                self.check_schema(conn)
+            epoch = self._register(conn, node)
+        self.epoch = epoch
+        self.up = True
+        self._registered.set()
+        log.info("store: node %s registered with epoch %d; %d writes queued", node, epoch,
+                 self.queue_depth)
+        self._callback(self.on_registered, epoch)
 
     def _take(self, pending: list[_Op]) -> bool:
         """Under the lock: move the next batch into ``pending``; False when it is time to stop."""
@@ -366,13 +671,30 @@ class SqlStore:
                     break
                 self._cond.wait(remaining)
         n = min(self.batch_size, len(self._queue))
-        pending.extend(self._queue.popleft() for _ in range(n))
+        for _ in range(n):
+            op = self._queue.popleft()
+            self._unindex(op)
+            pending.append(op)
         self._inflight = n
         return True
+
+    def _resolve(self, pending: list[_Op]) -> None:
+        """Give the writes made before registration this node's epoch."""
+        node, epoch = self.node, self.epoch
+        if node is None or epoch is None:
+            return
+        placeholder = (node, PENDING_EPOCH)
+        for op in pending:
+            if op.owner == placeholder:
+                op.owner = (node, epoch)
+            elif (op.kind == "created" and op.values["owner_node"] == node
+                  and op.values["owner_epoch"] == PENDING_EPOCH):
+                op.values["owner_epoch"] = epoch
 
     def _write(self, pending: list[_Op]) -> None:
         """Commit ``pending`` in one transaction. A retryable error propagates with
         ``pending`` holding the ops still to write; any other error isolates the bad op."""
+        self._resolve(pending)
         try:
             fenced = self._apply(pending)
         except Exception as e:
@@ -390,11 +712,34 @@ class SqlStore:
                 if _retryable(e):
                     del pending[:i]
                     raise
-                self.dropped += 1
-                log.error("store: dropped %s write for call %s: %s", op.kind, op.call_id,
-                          _brief(e), exc_info=not isinstance(e, exc.DBAPIError))
+                try:
+                    self._rejected(op, e)
+                except Exception:
+                    del pending[:i]
+                    raise
             else:
                 self._report_fenced(fenced)
+
+    def _rejected(self, op: _Op, e: BaseException) -> None:
+        """A permanent error on ``op`` alone: try it once without its detail, else drop it."""
+        reduced = _degraded(op, _brief(e))
+        if reduced is not None:
+            try:
+                fenced = self._apply([reduced])
+            except Exception as e2:
+                if _retryable(e2):
+                    raise
+            else:
+                self._count_error(op.kind, "degraded")
+                log.error("store: %s write for call %s stored without its detail: %s",
+                          op.kind, op.call_id, _brief(e), exc_info=not isinstance(e, exc.DBAPIError))
+                self._report_fenced(fenced)
+                return
+        self._count_error(op.kind, "dropped")
+        if op.kind == "created" and op.call_id is not None:
+            self._unstored.add(op.call_id)
+        log.error("store: dropped %s write for call %s: %s", op.kind, op.call_id,
+                  _brief(e), exc_info=not isinstance(e, exc.DBAPIError))
 
     def _apply(self, ops: list[_Op]) -> list[str]:
         fenced: list[str] = []
@@ -408,6 +753,10 @@ class SqlStore:
             if call_id in self._fenced:
                 continue
             self._fenced.add(call_id)
+            if call_id in self._unstored:
+                log.error("store: call %s has no row (its creation was refused or shed): its "
+                          "later writes are lost; the call itself carries on", call_id)
+                continue
             log.warning("store: call %s is no longer ours (fenced write); forgetting it",
                         call_id)
             self._callback(self.on_fenced, call_id)
@@ -420,6 +769,7 @@ class SqlStore:
             fn(*args)
         except Exception:
             log.exception("store: callback %r failed", fn)
+
 
     # one handler per op kind: (conn, run of consecutive ops) -> fenced call ids ------------
 
@@ -594,3 +944,35 @@ def _brief(e: BaseException) -> str:
         text = str(e.orig).strip().splitlines()
         return f"{type(e.orig).__name__}: {text[0] if text else ''}"
     return f"{type(e).__name__}: {e}"
+
+
+def _escaped(value: Any) -> Any:
+    """Text reduced to printable ASCII (backslash escapes): what any text column takes."""
+    return value.encode("unicode_escape").decode("ascii") if isinstance(value, str) else value
+
+
+def _degraded(op: _Op, reason: str) -> _Op | None:
+    """``op`` without what may have made the database refuse it (its JSON detail, non-ASCII
+    text), keeping what a takeover or an audit needs (the row, the event's kind and time); None
+    when nothing useful is left."""
+    note = {"unstorable": storable_text(reason)}
+    v = dict(op.values)
+    if op.kind == "created":
+        for key in ("sip_call_id", "nena_call_id", "nena_incident_id", "state", "caller",
+                    "request_uri", "queue", "answer_point", "outcome", "end_reason"):
+            v[key] = _escaped(v.get(key))
+        v.update(caller_display=None, location=None, additional_data=[], headers=note)
+    elif op.kind == "updated":
+        v.pop("location", None)
+        v = {k: _escaped(x) for k, x in v.items()}
+        if set(v) <= {"updated_at"}:
+            return None
+    elif op.kind == "event":
+        v.update(kind=_escaped(v["kind"]), data=note)
+    elif op.kind == "leg":
+        v.update(dialog=note, answer_point=_escaped(v.get("answer_point")))
+    elif op.kind == "abandoned":
+        v.update(caller=_escaped(v["caller"]), location=None)
+    else:
+        return None
+    return _Op(op.kind, op.call_id, op.owner, v)

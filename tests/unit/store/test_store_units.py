@@ -135,12 +135,14 @@ def test_migrations_are_found_next_to_the_package(monkeypatch: pytest.MonkeyPatc
     assert migrations_dir() == tmp_path
 
 
-def test_a_deep_write_queue_is_logged_once(tmp_path: Path,
-                                            caplog: pytest.LogCaptureFixture) -> None:
-    store = SqlStore(f"sqlite:///{tmp_path}/never-opened.db")  # not started: nothing drains
-    for i in range(10_050):
+def test_a_deep_write_queue_raises_the_alarm_once(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path}/never-opened.db", high_water=100)  # not started
+    for i in range(150):
         store.ap_health("ap1", "sip:ap1@h", bool(i % 2), float(i))
-    assert store.queue_depth == 10_050
+    assert store.queue_depth == 150 and store.backlogged
     assert [r.message for r in caplog.records] == [
-        "store write queue is 10001 deep: the database is slow or down"]
+        "store backlog is 100 writes (high-water 100): the database is slow or down; "
+        "coalescing, shedding event details and non-emergency events, refusing new "
+        "non-emergency calls"]
     store.stop()
