@@ -157,7 +157,40 @@ def unquote_string(text: str) -> str:
 
 
 def quote_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """``text`` as a quoted-string. A CTL the grammar allows escaped (quoted-pair: all but CR
+    and LF) is written as one, so what a peer sent escaped goes back out valid; HTAB stays as
+    it is (qdtext takes LWS). CR and LF cannot be written at all: Message.to_bytes refuses them."""
+    out = text.replace("\\", "\\\\").replace('"', '\\"')
+    if not out.isprintable() and _ESCAPABLE_CTL.search(out):
+        out = _ESCAPABLE_CTL.sub(r"\\\g<0>", out)
+    return '"' + out + '"'
+
+
+_ESCAPABLE_CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters (Unicode Cc: C0, DEL, C1) but HTAB; lone surrogates are bytes that were not
+# UTF-8 (the parser decodes with surrogateescape).
+_DISPLAY_DROP = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def printable_display_name(name: str | None) -> str | None:
+    """A display name fit to pass on to a party that never saw the original message (a PSAP
+    position, a log line, a database row): what the grammar lets a peer send (an escaped NUL
+    or other CTL in a quoted display name, RFC 3261 §25.1 quoted-pair) may choke a phone's
+    display or a database driver, so
+
+    - every control character (C0 but HTAB, DEL, C1) is removed (the rest of the name is
+      kept: "Alice\\x00Smith" -> "AliceSmith"),
+    - HTAB becomes a space, and
+    - bytes that were not UTF-8 (lone surrogates from the parser's surrogateescape) become
+      U+FFFD,
+
+    then blanks at either end go; a name left empty is None (no display name). Pure, and the
+    identity on the usual name (one ``isprintable`` check)."""
+    if name is None or name.isprintable():
+        return name
+    clean = _SURROGATE.sub("\ufffd", _DISPLAY_DROP.sub("", name).replace("\t", " ")).strip(" ")
+    return clean or None
 
 
 # --- CSeq -------------------------------------------------------------------------------
@@ -436,6 +469,7 @@ __all__ = [
     "parse_name_addrs",
     "parse_params",
     "parse_via",
+    "printable_display_name",
     "quote_string",
     "split_values",
     "unquote_string",

@@ -13,6 +13,15 @@ CRLF line ends. A bare LF is accepted as a line end (the header block ends at th
 line, whatever its line ends), values are trimmed of SP/HTAB and folded lines joined by one
 space. Numbers are ASCII digits only.
 
+Control characters (RFC 3261 §25.1 CTL: %x00-1F / %x7F) are refused anywhere in the start line
+and header section where the grammar has no room for them, with a 400 naming the place ("Control
+character in Call-ID"): the only CTLs the grammar lets into a header section are HTAB (in LWS),
+CR LF (line ends and folding) and, inside a quoted-string (or a comment of User-Agent/Server), any
+CTL but CR and LF escaped by a backslash (quoted-pair = "\\" (%x00-09 / %x0B-0C / %x0E-7F)). So
+``From: "a\\<NUL>b" <sip:x@y>`` parses (display name "a\\x00b": see
+ng911.sip.headers.printable_display_name before passing it on) and ``Call-ID: a<NUL>b`` does not;
+a Call-ID (`word`s) and the start line take no CTL at all. The body is not looked at.
+
 Cost: linear in the message's length (no regex here or in headers.py/uri.py can backtrack
 more than linearly). Structured values (Via lines, name-addrs, URIs, CSeq) are parsed once per
 distinct text and shared, through bounded caches (ng911.sip.uri.CACHE_SIZE entries, strings up
@@ -394,8 +403,15 @@ def _parse(data: bytes) -> Request | Response:
     end = data.find(b"\r\n\r\n")
     head = data[:end] if end >= 0 else b""
     lines = head.decode("utf-8", "surrogateescape").split("\r\n") if end >= 0 else []
-    if end >= 0 and head.count(b"\n") == len(lines) - 1:  # no bare LF before the blank line
+    # One C-level pass over the head keeps its CTLs (translate deletes every other byte, and
+    # HTAB): when they are just the CRLFs that end its lines, there is no bare LF, no stray CR
+    # and no other control character. Anything else is looked at closely (rare).
+    ctls = head.translate(None, _NOT_CTL)
+    if end >= 0 and len(ctls) == 2 * (len(lines) - 1):
         body = data[end + 4 :]
+    elif end >= 0 and ctls.count(b"\n") == len(lines) - 1:  # no bare LF, but some CTL
+        body = data[end + 4 :]
+        _check_controls(head)
     else:
         m = _BLANK_LINE.search(data)
         if m is None:
@@ -403,6 +419,8 @@ def _parse(data: bytes) -> Request | Response:
         head, body = data[: m.start()], data[m.end() :]
         text = head.decode("utf-8", "surrogateescape")
         lines = [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]
+        if head.translate(None, _NOT_CTL_CRLF) or ("\r" in text and any("\r" in line for line in lines)):
+            _check_controls(head)  # a CTL, or a CR that does not end a line
     start = lines[0]
     names, values, keys = _header_fields(lines, 1)
     present = SINGLE.intersection(keys)
@@ -488,6 +506,78 @@ def _header_fields_slow(lines: list[str], first: int) -> tuple[list[str], list[s
     for i, extra in more.items():  # joined once: no quadratic re-concatenation
         values[i] = " ".join([values[i], *extra]) if values[i] else " ".join(extra)
     return names, values, [_name_keys.get(name) or canonical_name(name) for name in names]
+
+
+# --- control characters (RFC 3261 §25.1) ----------------------------------------------------
+# CTL = %x00-1F / %x7F. The first pass (in _parse) deletes the bytes that are not a CTL, and
+# HTAB: what is left is CR and LF (to compare with the line count) and any CTL to look at.
+_NOT_CTL = bytes(sorted(set(range(256)) - set(range(0x20)) - {0x7F}) + [0x09])  # CR, LF kept
+_NOT_CTL_CRLF = _NOT_CTL + b"\r\n"
+_CTL_AT = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n|\Z)")
+# Inside a header value (folded lines kept, as CRLF/LF + SP/HTAB): a quoted-string whose CTLs
+# are all quoted-pairs, a comment alike (User-Agent, Server: the headers whose grammar has one,
+# nested once), or any one byte that is not a CTL (a '"' that opens no well-formed quoted-string
+# is a plain byte: a Call-ID may hold one). Atomic alternatives, possessive repeats of disjoint
+# classes: linear, no backtracking. A CTL can only be matched right after a backslash inside
+# quotes or parentheses, so a raw one is never accepted whatever the pairing of the quotes.
+_FOLD = rb"\r?\n[ \t]"
+_QSTRING = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\r\n]|' + _FOLD + rb')*+"'
+_COMMENT0 = rb"\((?:[^()\\\x00-\x08\x0a-\x1f\x7f]|\\[^\r\n]|" + _FOLD + rb")*+\)"
+_COMMENT = rb"\((?:[^()\\\x00-\x08\x0a-\x1f\x7f]|\\[^\r\n]|" + _FOLD + rb"|" + _COMMENT0 + rb")*+\)"
+# A <URI> takes no CTL at all, quotes or not (no URI grammar has a quoted-string); a '<' that
+# opens none is refused too (only in a value that has a CTL somewhere: rare, and odd anyway).
+_ANGLE = rb"<(?:[^>\x00-\x08\x0a-\x1f\x7f]|" + _FOLD + rb")*+>"
+_PLAIN = rb"[^<\x00-\x08\x0a-\x1f\x7f]|" + _FOLD
+_VALUE_OK = re.compile(rb"(?>" + _QSTRING + rb"|" + _ANGLE + rb"|" + _PLAIN + rb")*+\Z")
+_COMMENTED_VALUE_OK = re.compile(
+    rb"(?>" + _QSTRING + rb"|" + _COMMENT + rb"|" + _ANGLE + rb"|" + _PLAIN + rb")*+\Z"
+)
+_COMMENTED = frozenset({"user-agent", "server"})
+_NO_CTL_AT_ALL = frozenset({"call-id"})  # Call-ID = word ["@" word]: no quoted-string
+_SPELLING = {canonical_name(n): n for n in _USUAL}
+
+
+def _check_controls(head: bytes) -> None:
+    """Raise a SipParseError naming where ``head`` (start line and header lines, no body) holds
+    a control character the grammar does not allow; return when every CTL in it is allowed.
+
+    Only called for a head that has a CTL other than HTAB/CR/LF or a stray CR (rare), so it
+    may take a closer look: each logical header line (folded lines included) with a CTL in it
+    is checked once against the grammar's places for one."""
+    checked = -1
+    for m in _CTL_AT.finditer(head):
+        at = m.start()
+        if at < checked:
+            continue  # in a header already found good
+        start = head.rfind(b"\n", 0, at) + 1
+        if start == 0:
+            if head[:4].upper() == b"SIP/":
+                raise SipParseError("Control character in Status-Line")
+            first = head.find(b" ")
+            in_uri = 0 <= first < at < head.find(b" ", first + 1)
+            raise SipParseError("Control character in Request-URI" if in_uri else "Control character in Request-Line")
+        while head[start:start + 1] in (b" ", b"\t") and start > 0:  # a folded line: its header's first line
+            start = head.rfind(b"\n", 0, start - 1) + 1
+        end = head.find(b"\n", at)
+        while end >= 0 and head[end + 1:end + 2] in (b" ", b"\t"):
+            end = head.find(b"\n", end + 1)
+        end = len(head) if end < 0 else end
+        line = head[start:end]
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        colon = line.find(b":")
+        if start == 0 or colon < 0 or start + colon > at:
+            raise SipParseError("Control character in header name")
+        name = line[:colon].decode("ascii", "replace").rstrip(" \t")
+        key = canonical_name(name)
+        where = _SPELLING.get(key) or (name if is_token(name) and len(name) <= 40 else "a header")
+        if key in _NO_CTL_AT_ALL:
+            raise SipParseError(f"Control character in {where}")
+        ok = _COMMENTED_VALUE_OK if key in _COMMENTED else _VALUE_OK
+        if not ok.match(line, colon + 1):
+            raise SipParseError(f"Control character in {where} header" if where != "a header" else
+                                "Control character in a header value")
+        checked = end
 
 
 def _no_colon() -> str:

@@ -226,14 +226,16 @@ def _parse_uri(text: str) -> Uri:
     if not _SCHEME.match(scheme):
         raise SipParseError("Bad URI scheme")
     rest = text[colon + 1 :]
-    if not rest or _WSP.search(rest):
-        raise SipParseError("Bad URI: empty or contains whitespace")
+    if not rest or _NOT_IN_URI.search(rest):
+        raise SipParseError("Bad URI: empty, or a blank, control character or quote in it")
     if scheme.lower() not in ("sip", "sips"):
         return _new_abs(scheme, rest)  # type: ignore[no-any-return]
     return _parse_sip(scheme, rest)
 
 
-_WSP = re.compile(r"[ \t\r\n]")
+# No URI grammar (RFC 3261 §25.1, RFC 3986) has room for a blank, a CTL or a DQUOTE: they
+# must be %-escaped. (The message parser already refuses a raw CTL outside a quoted-string.)
+_NOT_IN_URI = re.compile(r'[\x00-\x20\x7f"]')
 
 
 # The common shape — user@host:port;simple-params — parsed in one match; anything else

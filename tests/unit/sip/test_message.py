@@ -427,6 +427,7 @@ def test_to_bytes_refuses_a_line_break_inside_a_value() -> None:
                 Response(400, "Bad\nRequest", msg.headers)):
         with pytest.raises(ValueError, match="Line break"):
             bad.to_bytes()
-    # a bare CR that a peer sent inside a value is written back as it came
-    odd = parse_message(raw(headers=BASE + ["Subject: a\rb"]))
-    assert parse_message(odd.to_bytes()).headers.get("Subject") == "a\rb"
+    # a bare CR inside a value is a CTL the grammar has no room for: refused at the parser
+    # (it used to be kept and written back as it came), so none can reach to_bytes
+    with pytest.raises(SipParseError, match="Control character in Subject"):
+        parse_message(raw(headers=BASE + ["Subject: a\rb"]))

@@ -392,3 +392,47 @@ def test_parse_time_grows_linearly(name: str) -> None:
     assert t10 < 40 * max(t1, 1e-5), f"{name}: 1x {t1 * 1e3:.2f} ms, 10x {t10 * 1e3:.2f} ms"
     t100 = _cost(run, sizes[2])
     assert t100 < 40 * max(t10, 1e-5), f"{name}: 10x {t10 * 1e3:.2f} ms, 100x {t100 * 1e3:.2f} ms"
+
+
+# --- control characters (RFC 3261 §25.1; tests/unit/sip/test_control_chars.py has the cases) ----
+_PLAIN_INVITE = (
+    b"INVITE sip:sos@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n"
+    b"Max-Forwards: 70\r\nFrom: Alice <sip:alice@127.0.0.1>;tag=1\r\nTo: <sip:sos@127.0.0.1>\r\n"
+    b"Call-ID: abc@127.0.0.1\r\nCSeq: 1 INVITE\r\nSubject: a (b) c\r\nContent-Length: 4\r\n\r\nbody"
+)
+_CTL_BYTES = [c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)] + [0x7F]
+
+
+@FUZZ
+@given(at=st.integers(min_value=0, max_value=_PLAIN_INVITE.index(b"\r\n\r\n")),
+       ctl=st.sampled_from(_CTL_BYTES))
+def test_a_ctl_anywhere_in_a_head_without_quotes_is_refused_by_name(at: int, ctl: int) -> None:
+    """No quoted-string, no backslash in the head: wherever the CTL lands, a 400 says so."""
+    data = _PLAIN_INVITE[:at] + bytes([ctl]) + _PLAIN_INVITE[at:]
+    with pytest.raises(SipParseError) as info:
+        parse_message(data)
+    assert info.value.reason.startswith("Control character in "), (data, info.value.reason)
+
+
+@FUZZ
+@given(at=st.integers(min_value=_PLAIN_INVITE.index(b"\r\n\r\n") + 4, max_value=len(_PLAIN_INVITE)),
+       junk=st.binary(min_size=1, max_size=8))
+def test_the_body_may_hold_anything(at: int, junk: bytes) -> None:
+    data = _PLAIN_INVITE[:at] + junk + _PLAIN_INVITE[at:]
+    assert parse_message(data).body.startswith(b"body"[: at - _PLAIN_INVITE.index(b"\r\n\r\n") - 4])
+
+
+@FUZZ
+@given(name=st.text(min_size=0, max_size=30))
+def test_any_display_name_round_trips_as_a_quoted_string(name: str) -> None:
+    """What quote_string writes the parser reads back (a CTL as a quoted-pair); CR/LF aside,
+    which no quoted-string can hold."""
+    from ng911.sip.headers import printable_display_name, quote_string
+
+    if "\r" in name or "\n" in name:
+        return
+    data = _PLAIN_INVITE.replace(b"From: Alice", b"From: " + quote_string(name).encode("utf-8", "surrogateescape"))
+    msg = parse_or_reject(data)
+    assert msg is not None and msg.from_.display_name == name
+    clean = printable_display_name(name)
+    assert clean is None or clean.isprintable() or not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in clean)
