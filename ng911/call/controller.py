@@ -230,9 +230,13 @@ class Controller(UaHandler):
 
     # --- helpers used by Call -----------------------------------------------------------------
     def psap_from(self, call: Call) -> str:
-        """The From of the PSAP leg: the caller's identity (display name and URI), new tag."""
+        """The From of the PSAP leg: the caller's identity (display name and URI), new tag.
+        The display name loses any control character (an escaped NUL is legal from the caller,
+        not something to hand a position's phone): see printable_display_name."""
+        from ng911.sip.headers import printable_display_name  # noqa: PLC0415 - kept to this method
+
         f = call.request.from_
-        return str(f.__class__(f.display_name, f.uri, ()))
+        return str(f.__class__(printable_display_name(f.display_name), f.uri, ()))
 
     def history_for(self, call: Call, target: str) -> list[tuple[str, str]]:
         existing = call.request.headers.values("History-Info")
