@@ -176,18 +176,39 @@ class SchemaStatus(NamedTuple):
 
 
 def schema_status(url: str, *, script_location: str | Path | None = None) -> SchemaStatus:
+    """The schema of the database at ``url`` (raises ``sqlalchemy.exc.OperationalError`` when
+    it cannot be reached)."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return schema_status_of(conn, script_location=script_location)
+    finally:
+        engine.dispose()
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database answers but its schema is not at the code's head."""
+
+
+def require_current_schema(conn: sa.Connection) -> None:
+    """Raise ``SchemaNotCurrent`` unless the schema seen through ``conn`` is at head (the
+    store's check before a node that started without its database first writes)."""
+    status = schema_status_of(conn)
+    if status.state != "current":
+        raise SchemaNotCurrent(
+            f"database schema is {status.state} (at {status.current or 'nothing'}, code needs "
+            f"{status.head})")
+
+
+def schema_status_of(conn: sa.Connection, *,
+                     script_location: str | Path | None = None) -> SchemaStatus:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(alembic_config(script_location=script_location))
     heads = set(script.get_heads())
     head = ",".join(sorted(heads)) or None
-    engine = engine_for(url)
-    try:
-        with engine.connect() as conn:
-            current_heads = set(MigrationContext.configure(conn).get_current_heads())
-    finally:
-        engine.dispose()
+    current_heads = set(MigrationContext.configure(conn).get_current_heads())
     current = ",".join(sorted(current_heads)) or None
     if not current_heads:
         return SchemaStatus("empty", None, head)

@@ -83,7 +83,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from ng911.store import models as m
-from ng911.store.db import engine_for
+from ng911.store.db import SchemaNotCurrent, engine_for
 
 log = logging.getLogger("ng911.store")
 
@@ -248,10 +248,6 @@ class _Op:
     call_id: str | None
     owner: Owner | None
     values: dict[str, Any] = field(default_factory=dict)
-
-
-class SchemaNotCurrent(RuntimeError):
-    """The database answers but its schema is not at the code's head: writes are held."""
 
 
 class _RecentSet:
@@ -469,21 +465,27 @@ class SqlStore:
 
     def _put(self, op: _Op) -> None:
         with self._cond:
-            if self._coalesce(op):
-                self.coalesced += 1
-                return
-            depth = len(self._queue) + self._inflight
-            if (self.backlogged or depth >= self.high_water) and not self._shed_op(op, depth):
-                return
-            self._queue.append(op)
-            self._index(op)
-            if depth + 1 >= self.high_water and not self.backlogged:
-                self.backlogged = True
-                log.warning(
-                    "store backlog is %d writes (high-water %d): the database is slow or down;"
-                    " coalescing, shedding event details and non-emergency events, refusing"
-                    " new non-emergency calls", depth + 1, self.high_water)
-            self._cond.notify_all()
+            self._enqueue(op)
+            if op.kind == "updated" and op.values.get("ended_at") is not None:
+                self._sheddable.discard(op.call_id)  # type: ignore[arg-type]
+
+    def _enqueue(self, op: _Op) -> None:
+        """Under the lock: coalesce, shed or queue ``op``."""
+        if self._coalesce(op):
+            self.coalesced += 1
+            return
+        depth = len(self._queue) + self._inflight
+        if (self.backlogged or depth >= self.high_water) and not self._shed_op(op, depth):
+            return
+        self._queue.append(op)
+        self._index(op)
+        if depth + 1 >= self.high_water and not self.backlogged:
+            self.backlogged = True
+            log.warning(
+                "store backlog is %d writes (high-water %d): the database is slow or down;"
+                " coalescing, shedding event details and non-emergency events, refusing"
+                " new non-emergency calls", depth + 1, self.high_water)
+        self._cond.notify_all()
 
     # coalescing and shedding (under the lock) ----------------------------------------------
 
@@ -491,8 +493,6 @@ class SqlStore:
         """Merge ``op`` into a still-queued op it supersedes; True when merged."""
         if op.kind == "updated":
             assert op.call_id is not None and op.owner is not None
-            if op.values.get("ended_at") is not None:
-                self._sheddable.discard(op.call_id)
             row = self._row_ops.get(op.call_id)
             if row is not None and (row.values["owner_node"], row.values["owner_epoch"]) == op.owner:
                 row.values.update(op.values)
@@ -537,7 +537,8 @@ class SqlStore:
         """Backlogged: shed what ``op`` carries that no takeover or audit needs. True when
         (what is left of) ``op`` must still be queued."""
         call_id = op.call_id if op.kind != "created" else op.values["call_id"]
-        sheddable = op.kind == "health" or (call_id is not None and call_id in self._sheddable)
+        sheddable = op.kind == "health" or (call_id is not None and (
+            call_id in self._sheddable or call_id in self._unstored))
         if depth >= self.max_queue:
             if not self._over_limit:
                 self._over_limit = True
