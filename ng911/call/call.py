@@ -1,10 +1,8 @@
 """One emergency call: the caller's upstream leg, the replaceable PSAP leg, and their flows.
 
-RFC 3725 third-party call control with the caller's leg as the fixed point:
-
-    ROUTING ──AP answers──▶ TALKING ──PSAP leg fails / REFER──▶ MOVING ──new AP in──▶ TALKING
-       │  (hunt: next AP on error, no 1xx, ring timeout; back off, never reject)            │
-       └──caller CANCEL──▶ ENDED (abandoned)          caller BYE / AP BYE ──▶ ENDED ◀──────┘
+RFC 3725 third-party call control with the caller's leg as the fixed point. Its states and
+their table are in `ng911.call.state` (routing → ringing/queued → talking ⇄ moving → ended);
+every change goes through `Call._to`, which checks the table and records the event.
 
 Routing an offer (flow "caller with SDP"): INVITE AP with the caller's body → 18x relayed →
 AP's 200 answer to the caller; delayed offer: INVITE AP without SDP → its 200 offer goes up in
@@ -12,6 +10,16 @@ our 200 → the caller's ACK answer goes down in the AP's ACK. A move (DESIGN st
 flow I): INVITE the new AP *without* SDP → its 200 offer, rewritten onto the caller's session
 (`sdp.reoffer`: same o= session, version + 1, same m-lines) → re-INVITE the caller → its 200
 answer, aligned to the AP's m-lines → ACK the AP. The caller never sees a BYE.
+
+When the caller's re-INVITE fails (DESIGN "A call's life", step 5): 481 — its dialog is gone,
+the call ends without a BYE to it; 408, 5xx, a timeout or a transport error — the new AP is
+ACKed at once with the caller's current media (kept on the line) and the re-INVITE retried
+with back-off, until ``caller_reinvite_give_up`` after the first one, then the call ends with a
+BYE (``caller_unreachable``); any other refusal (488...) — the offer, not the AP, was refused:
+once, the caller is re-INVITEd without SDP and its offer carried to the AP; refused again, the
+AP is unusable for this call (never rung again for it) and the hunt goes on. Re-INVITEs on a
+dialog never overlap: the UA core queues them (RFC 3261 §14.1); a re-INVITE of the caller
+that is pending when its AP dies is answered before the move's goes out.
 
 No I/O here: the UA core sends, its timer wheel keeps time, `CallObserver` records.
 """
@@ -24,6 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from ng911 import sdp as sdplib
 from ng911.call.sdpbody import sdp_of, without_sdp
+from ng911.call.state import (
+    BYE_CALLER_ALLOWED,
+    UNANSWERED,
+    CallState,
+    EndReason,
+    FailoverCause,
+    check,
+)
 from ng911.routing.pool import AnswerPoint
 from ng911.sip.message import Request, Response
 from ng911.sip.timerwheel import TimerHandle
@@ -34,7 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ng911.call")
 
-ROUTING, TALKING, MOVING, ENDED = "routing", "talking", "moving", "ended"
+ROUTING, RINGING, QUEUED, TALKING, MOVING, ENDED = (
+    CallState.ROUTING, CallState.RINGING, CallState.QUEUED, CallState.TALKING, CallState.MOVING, CallState.ENDED)
 
 
 @dataclass
@@ -47,6 +64,12 @@ class Attempt:
     timers: list[TimerHandle] = field(default_factory=list)
     provisional: bool = False
     abandoned: bool = False  # we gave up on it (timeout / caller gone); ignore what it says
+    # a move's new leg, answered: its offer, and how far the caller has got with it
+    ap_offer: bytes | None = None
+    acked: bytes | None = None  # what the AP's 200 was ACKed with (None: not ACKed yet)
+    reinvite_started: float | None = None  # the first re-INVITE of the caller for this leg
+    caller_failures: int = 0
+    offerless_tried: bool = False
 
     def stop_timers(self) -> None:
         for t in self.timers:
@@ -66,7 +89,7 @@ class Call:
         self.content = content
         self.forward_headers = forward_headers
         self.nena_call_id: str | None = content.get("nena_call_id")
-        self.state = ROUTING
+        self.state: CallState = ROUTING
         self.created = controller.now()
         self.answered_at: float | None = None
         self.caller_offer = sdp_of(request)  # None: delayed offer
@@ -76,6 +99,7 @@ class Call:
         self.last_sent_up: bytes | None = None  # last SDP we sent the caller
         self.last_sent_ap: bytes | None = None  # last SDP we sent the current AP
         self.tried: set[str] = set()
+        self.incompatible: set[str] = set()  # positions whose media the caller refused: never again
         self.backoff = 0.0
         self._retry: TimerHandle | None = None
         self._unwait: Any = None
@@ -84,6 +108,9 @@ class Call:
         self.move_reason: str | None = None
         self.move_started: float | None = None
         self.transfer: dict[str, Any] | None = None  # pending REFER: referrer leg, target
+        self._relay: object | None = None  # token of the offer being relayed between the legs
+        self._keepalive: TimerHandle | None = None
+        self._last_provisional = self.created
 
     # --- helpers --------------------------------------------------------------------------
     def event(self, kind: str, /, **data: Any) -> None:
@@ -101,10 +128,40 @@ class Call:
     def ended(self) -> bool:
         return self.state == ENDED
 
+    def _to(self, new: CallState, kind: str, /, **data: Any) -> None:
+        """Move to state ``new`` (checked against the table) and record event ``kind`` with
+        the new state in it; staying in the same state records the event alone."""
+        if new is not self.state:
+            check(self.state, new)
+            self.state = new
+            data["state"] = new.value
+        self.event(kind, **data)
+
     # --- routing / hunting ------------------------------------------------------------------
     def start(self) -> None:
-        self.event("routing", queue=self.queue)
+        self.event("routing", queue=self.queue, state=self.state.value)
+        self._arm_keepalive()
         self.hunt()
+
+    def _arm_keepalive(self) -> None:
+        interval = self.c.routing.failover.queue_provisional_interval
+        self._keepalive = self.c.ua.timers.call_at(self.c.now() + interval, lambda at: self._provisional_due())
+
+    def _provisional_due(self) -> None:
+        """RFC 3261 §13.3.1.1: a caller not answered yet hears from us at least every minute,
+        or a proxy on the way gives up on its INVITE."""
+        self._keepalive = None
+        if self.state not in UNANSWERED:
+            return
+        interval = self.c.routing.failover.queue_provisional_interval
+        if self.c.now() - self._last_provisional >= interval / 2:
+            early = self.last_sent_up if self.rang_upstream and self.last_sent_up is not None else None
+            self._send_provisional(183 if early is not None else 180, early)
+        self._arm_keepalive()
+
+    def _send_provisional(self, status: int, sdp: bytes | None = None) -> None:
+        self._last_provisional = self.c.now()
+        self.upstream.ring(status, sdp)
 
     def hunt(self) -> None:
         """Try the next free answer point; when none is left, wait and try again."""
@@ -114,7 +171,7 @@ class Call:
             return
         self._cancel_wait()
         queue = self.transfer["queue"] if self.transfer and self.transfer.get("queue") else self.queue
-        exclude = set(self.tried)
+        exclude = self.tried | self.incompatible
         if self.transfer is not None and self.psap_ap is not None:
             exclude.add(self.psap_ap.name)  # never transfer a call back to the position it leaves
         # (A failed-over call does not try its old position in the first round — fail_over
@@ -135,13 +192,18 @@ class Call:
         if self.transfer is not None:
             self._transfer_failed(self.transfer.get("why") or "no answer point free")
             return
+        if self.incompatible and all(ap.name in self.incompatible for q in self.c.pool.queue_chain(queue)
+                                     for ap in map(self.c.pool.aps.__getitem__, (s.name for s in q.answer_points))):
+            # The caller refused the media of every position there is: no wait would help.
+            self.end(EndReason.NO_COMPATIBLE_MEDIA)
+            return
         # Nobody free (all tried, busy or down): an emergency call waits — ringing — and
         # hunts again when a position frees up or after a back-off, whichever comes first.
         self._ring_upstream()
         self.tried.clear()
         initial, cap = self.c.routing.failover.hunt_backoff_initial, self.c.routing.failover.hunt_backoff_max
         self.backoff = initial if self.backoff == 0 else min(cap, self.backoff * 2)
-        self.event("waiting", backoff=self.backoff)
+        self._to(QUEUED if self.state in UNANSWERED else self.state, "waiting", backoff=self.backoff)
         self.c.queue_wait_started(self)
         self._retry = self.c.ua.timers.call_at(self.c.now() + self.backoff, lambda at: self._wake())
         self._unwait = self.c.pool.wait(self._wake)
@@ -160,12 +222,12 @@ class Call:
             self._unwait = None
 
     def _ring_upstream(self) -> None:
-        if not self.rang_upstream and self.state == ROUTING:
+        if not self.rang_upstream and self.state in UNANSWERED:
             self.rang_upstream = True
-            self.upstream.ring(180)
+            self._send_provisional(180)
 
     def _invite(self, ap: AnswerPoint | None, target: str) -> None:
-        with_offer = self.state == ROUTING and self.caller_offer is not None
+        with_offer = self.state in UNANSWERED and self.caller_offer is not None
         if with_offer:
             body, ctype = self.request.body, self.request.content_type
         else:
@@ -192,7 +254,8 @@ class Call:
             self.c.pool.acquire(ap)
             self.tried.add(ap.name)
         self.attempt = attempt
-        self.event("ap_invite", answer_point=attempt.ap.name, target=target, offer=with_offer)
+        self._to(ROUTING if self.state in UNANSWERED else self.state, "ap_invite",
+                 answer_point=attempt.ap.name, target=target, offer=with_offer)
         spec = attempt.ap.spec
         now = self.c.now()
         attempt.timers.append(self.c.ua.timers.call_at(now + spec.no_provisional_timeout,
@@ -205,7 +268,8 @@ class Call:
             return
         if why == "no provisional" and attempt.provisional:
             return
-        self.event("ap_timeout", answer_point=attempt.ap.name, reason=why)
+        self.event("ap_timeout", answer_point=attempt.ap.name, reason=why,
+                   result="no_provisional" if why == "no provisional" else "ring_timeout")
         self._note_transfer_failure(408, "Request Timeout", why)
         self._drop_attempt(attempt)
         attempt.leg.cancel()
@@ -225,18 +289,18 @@ class Call:
         if attempt is None or attempt.leg is not leg:
             return
         attempt.provisional = True
-        if self.state != ROUTING:
+        if self.state not in UNANSWERED:
             return  # a move: the caller is talking to nobody, nothing to relay
         early = sdp_of(response)
         if early is not None and self.caller_offer is not None:
             self.last_sent_up = early
-            self.upstream.ring(response.status if response.status != 180 else 183, early)
+            self._send_provisional(response.status if response.status != 180 else 183, early)
             self.rang_upstream = True
             self.event("early_media", answer_point=attempt.ap.name)
         elif not self.rang_upstream:
             self.rang_upstream = True
-            self.upstream.ring(180)
-        self.event("ap_ringing", answer_point=attempt.ap.name, status=response.status)
+            self._send_provisional(180)
+        self._to(RINGING, "ap_ringing", answer_point=attempt.ap.name, status=response.status)
 
     def on_leg_answered(self, leg: Session, response: Response) -> None:
         attempt = self.attempt
@@ -247,7 +311,7 @@ class Call:
             return
         attempt.stop_timers()
         ap_sdp = sdp_of(response)
-        if self.state == ROUTING:
+        if self.state in UNANSWERED:
             self.attempt = None
             self._connect(attempt, leg, ap_sdp)
         else:
@@ -259,7 +323,11 @@ class Call:
         attempt = self.attempt
         if attempt is None or attempt.leg is not leg:
             return
-        self.event("ap_failed", answer_point=attempt.ap.name, reason=reason)
+        if response is not None:
+            result = "rejected"
+        else:
+            result = "transport_error" if reason == "transport error" else "timeout"
+        self.event("ap_failed", answer_point=attempt.ap.name, reason=reason, result=result)
         if response is not None:
             self._note_transfer_failure(response.status, response.reason, reason)
         else:
@@ -289,17 +357,17 @@ class Call:
             return
         if reason == "remote BYE":
             self.event("ap_hangup", answer_point=self.psap_ap.name if self.psap_ap else None)
-            self.end("answer point hung up", bye_upstream=True)
+            self.end(EndReason.AP_HANGUP)
             return
         if reason in ("local BYE", "not wanted"):
             return
-        self.fail_over(_failover_reason(reason))
+        self.fail_over(_failover_cause(leg.failure))
 
     # --- connecting -----------------------------------------------------------------------
     def _connect(self, attempt: Attempt, leg: Session, ap_sdp: bytes | None) -> None:
         self._set_psap(attempt, leg)
-        self.state = TALKING
         self.answered_at = self.c.now()
+        self._stop_keepalive()
         # With an offer from the caller, the AP's 200 holds the answer; with a delayed offer it
         # holds the AP's offer, and the caller's answer comes back in its ACK (on_caller_ack).
         self.last_sent_up = ap_sdp
@@ -314,7 +382,7 @@ class Call:
         leg.user_data["ap"] = attempt.ap.name
         self.upstream.answer(ap_sdp)
         self.c.observer.answered(self)
-        self.event("answered", answer_point=attempt.ap.name, seconds=round(self.answered_at - self.created, 3))
+        self._to(TALKING, "answered", answer_point=attempt.ap.name, seconds=round(self.answered_at - self.created, 3))
         self.c.save_legs(self)
         self._start_probe()
 
@@ -337,21 +405,22 @@ class Call:
         self.c.queue_wait_ended(self)
 
     # --- failover / transfer ---------------------------------------------------------------
-    def fail_over(self, reason: str) -> None:
+    def fail_over(self, reason: FailoverCause | str) -> None:
         """The PSAP leg is gone or judged failed: move the call to another answer point."""
         if self.ended or self.state != TALKING:
             return
+        reason = FailoverCause(reason)
         old, old_ap = self.psap, self.psap_ap
-        self.event("failover", reason=reason, answer_point=old_ap.name if old_ap else None)
-        self.c.observer.failover_started(self, reason)
+        self._to(MOVING, "failover", reason=reason.value, answer_point=old_ap.name if old_ap else None)
+        self.c.observer.failover_started(self, reason.value)
         self._stop_probe()
         self.psap = None
+        self._answer_pending_caller_request()
         if old_ap is not None and old_ap.name in self.c.pool.aps:
             self.c.pool.release(old_ap)
         if old is not None and old.state != "terminated":
             old.bye(reason="failed over")
-        self.state = MOVING
-        self.move_reason = reason
+        self.move_reason = reason.value
         self.move_started = self.c.now()
         self.tried = {old_ap.name} if old_ap is not None else set()
         self.hunt()
@@ -359,13 +428,13 @@ class Call:
     def start_transfer(self, referrer: Session, target: str, queue: str | None, notify: Any) -> None:
         """Blind transfer (REFER from the AP leg): move the caller to ``target`` / ``queue``."""
         self.transfer = {"referrer": referrer, "uri": None if queue else target, "queue": queue, "notify": notify}
-        self.event("transfer", target=target, queue=queue)
-        self.c.observer.failover_started(self, "transfer")
-        self.move_reason = "transfer"
+        self._to(MOVING, "transfer", target=target, queue=queue)
+        self.c.observer.failover_started(self, FailoverCause.TRANSFER.value)
+        self.move_reason = FailoverCause.TRANSFER.value
         self.move_started = self.c.now()
         self.tried = {self.psap_ap.name} if self.psap_ap else set()
-        self.state = MOVING
         self._stop_probe()
+        self._answer_pending_caller_request()
         self.hunt()
 
     def _transfer_failed(self, why: str) -> None:
@@ -378,12 +447,12 @@ class Call:
         if self.psap is None:
             # The transferor has hung up meanwhile: nobody to go back to. Hunt the call's own
             # queue like a failover (its old position last), never drop the caller.
-            self.state = MOVING
-            self.event("failover", reason="transfer", answer_point=self.psap_ap.name if self.psap_ap else None)
+            self.event("failover", reason=FailoverCause.TRANSFER.value,
+                       answer_point=self.psap_ap.name if self.psap_ap else None)
             self.tried = {self.psap_ap.name} if self.psap_ap is not None else set()
             self.hunt()
             return
-        self.state = TALKING
+        self._to(TALKING, "transfer_failed_back", answer_point=self.psap_ap.name if self.psap_ap else None)
         self._start_probe()
 
     def _complete_move(self, attempt: Attempt, leg: Session, ap_offer: bytes | None) -> None:
@@ -392,47 +461,162 @@ class Call:
             self._move_failed(attempt, "no SDP offer in 200", None)
             return
         try:
-            offer_up = _reoffer(self.last_sent_up, ap_offer)
+            _reoffer(self.last_sent_up, ap_offer)
         except (sdplib.SdpParseError, ValueError) as exc:
             self._move_failed(attempt, f"bad SDP: {exc}", ap_offer)
             return
-        self.last_sent_up = offer_up
-        self._reinvite_caller(attempt, ap_offer, offer_up)
+        attempt.ap_offer = ap_offer
+        now = attempt.reinvite_started = self.c.now()
+        timers = self.c.ua.timers
+        attempt.timers.append(timers.call_at(now + KEEP_POSITION_AFTER, lambda at: self._keep_position(attempt)))
+        limit = self.c.routing.failover.caller_reinvite_give_up
+        attempt.timers.append(timers.call_at(now + limit, lambda at: self._give_up_on_caller(attempt)))
+        self._reinvite_caller(attempt)
 
-    def _reinvite_caller(self, attempt: Attempt, ap_offer: bytes, offer_up: bytes) -> None:
-        # A bound method and a lambda, not a closure that names itself for the 491 retry:
-        # such a closure is a reference cycle only the cyclic GC frees.
-        self.upstream.reinvite(offer_up, on_done=lambda resp: self._caller_answered(attempt, ap_offer, offer_up, resp))
+    def _move_offer(self, attempt: Attempt) -> bytes | None:
+        """The offer for the caller, built when the re-INVITE actually leaves (it may have
+        waited behind another INVITE transaction that changed the caller's session)."""
+        assert attempt.ap_offer is not None
+        try:
+            return _reoffer(self.last_sent_up, attempt.ap_offer)
+        except (sdplib.SdpParseError, ValueError):
+            return attempt.ap_offer
 
-    def _caller_answered(self, attempt: Attempt, ap_offer: bytes, offer_up: bytes, resp: Response | None) -> None:
-        leg = attempt.leg
+    def _reinvite_caller(self, attempt: Attempt) -> None:
+        # Bound methods and lambdas, not closures that name themselves: such a closure is a
+        # reference cycle only the cyclic GC frees.
+        self.upstream.reinvite(lambda: self._move_offer(attempt), fail_session=False,
+                               on_done=lambda resp: self._caller_answered(attempt, resp))
+
+    def _caller_answered(self, attempt: Attempt, resp: Response | None) -> None:
+        ok = resp is not None and 200 <= resp.status < 300
+        if ok:
+            self.last_sent_up = self.upstream.local_sdp  # the caller's session is that offer now
         if self.ended or attempt is not self.attempt:
             # The call ended (end() has BYEd this leg and freed its position), or the new
             # leg died while the caller was being re-INVITEd (it was dropped and the hunt
             # went on): nothing left to do with this answer.
-            _ack_and_bye(leg, ap_offer)
+            _ack_and_bye(attempt.leg, attempt.ap_offer)
+            if ok:
+                self.c.save_legs(self)
             return
-        if resp is None or not 200 <= resp.status < 300:
-            status = resp.status if resp is not None else None
-            if status == 491:
-                # Glare with the caller's own re-INVITE: RFC 3261 §14.1 back-off, then retry.
-                delay = random.uniform(2.1, 4.0)
-                self.c.ua.timers.call_at(self.c.now() + delay,
-                                         lambda at: self._retry_reinvite_caller(attempt, ap_offer, offer_up))
-                return
-            self._move_failed(attempt, f"caller re-INVITE got {status}", ap_offer)
+        assert attempt.ap_offer is not None
+        if ok:
+            self._moved_media(attempt, sdp_of(resp) or self.upstream.remote_sdp)  # type: ignore[arg-type]
             return
+        status = resp.status if resp is not None else None
+        if status == 481:
+            self._caller_gone(attempt)
+        elif status is None or status in (408, 487) or status >= 500 and status != 580:
+            self._caller_unreachable(attempt, resp)
+        elif not attempt.offerless_tried:
+            # The caller refused this offer, not the position: ask for its offer instead and
+            # carry that to the position (RFC 3725 flow III's order), once.
+            attempt.offerless_tried = True
+            self.event("move_offer_refused", answer_point=attempt.ap.name, status=status)
+            self.upstream.reinvite(None, fail_session=False, on_done=lambda r: self._caller_offered(attempt, r))
+        else:
+            self._incompatible(attempt, f"caller refused its media ({status})")
+
+    def _caller_offered(self, attempt: Attempt, resp: Response | None) -> None:
+        """The answer to our offerless re-INVITE: a 2xx holds the caller's offer."""
+        ok = resp is not None and 200 <= resp.status < 300
+        caller_offer = sdp_of(resp) if ok else None  # type: ignore[arg-type]
+        if self.ended or attempt is not self.attempt or caller_offer is None:
+            if ok:
+                # The caller waits for our ACK with an answer: give it one that keeps its
+                # session as it was (the refused streams off), then deal with the rest.
+                answer = _align(self.last_sent_up, caller_offer) if caller_offer is not None else None
+                self.upstream.ack(answer)
+                self.last_sent_up = self.upstream.local_sdp
+            if self.ended or attempt is not self.attempt:
+                _ack_and_bye(attempt.leg, attempt.ap_offer)
+            elif ok:
+                self._incompatible(attempt, "no offer in the caller's 2xx")
+            elif resp is not None and resp.status == 481:
+                self._caller_gone(attempt)
+            elif resp is None or resp.status == 408 or resp.status >= 500:
+                self._caller_unreachable(attempt, resp)
+            else:
+                self._incompatible(attempt, f"caller refused an offerless re-INVITE ({resp.status})")
+            return
+        assert attempt.ap_offer is not None
+        # Answer the caller with the position's media, lined up on the caller's offer and
+        # under the session the caller knows (version + 1)...
+        up_answer = _align(self._move_offer(attempt), caller_offer) or attempt.ap_offer
+        self.upstream.ack(up_answer)
+        self.last_sent_up = up_answer
+        # ...and the position with the caller's media lined up on the position's offer.
+        self._moved_media(attempt, caller_offer)
+
+    def _moved_media(self, attempt: Attempt, caller_sdp: bytes | None) -> None:
+        """The caller has the position's media: give the position the caller's, and the move
+        is done."""
+        assert attempt.ap_offer is not None
+        leg = attempt.leg
+        to_ap = _align(caller_sdp, attempt.ap_offer)
+        if attempt.acked is None:
+            leg.ack(to_ap)
+            self.last_sent_ap = to_ap
+        elif to_ap is not None and not _same_session_content(attempt.acked, to_ap):
+            # The position was ACKed early with the caller's old media: tell it the new.
+            offer = _versioned(attempt.acked, to_ap)
+            self.last_sent_ap = offer
+            leg.reinvite(offer)
+        else:
+            self.last_sent_ap = attempt.acked
+        leg.user_data["last_offer"] = attempt.ap_offer
         self.attempt = None
-        caller_answer = sdp_of(resp) or self.upstream.remote_sdp
-        to_ap = _align(caller_answer, ap_offer)
-        self.last_sent_ap = to_ap
-        leg.user_data["last_offer"] = ap_offer
-        leg.ack(to_ap)
         self._finish_move(attempt, leg)
 
-    def _retry_reinvite_caller(self, attempt: Attempt, ap_offer: bytes, offer_up: bytes) -> None:
+    def _keep_position(self, attempt: Attempt) -> None:
+        """ACK the new position's 200 now (it would give up after 32 s of unACKed 200s) with
+        the media the caller has today: it can send to the caller at once."""
+        if attempt.acked is not None or attempt.ap_offer is None or attempt is not self.attempt or self.ended:
+            return
+        current = self.upstream.remote_sdp or self.caller_offer
+        attempt.acked = _align(current, attempt.ap_offer) or _all_rejected(attempt.ap_offer)
+        attempt.leg.ack(attempt.acked)
+        self.last_sent_ap = attempt.acked
+
+    def _caller_unreachable(self, attempt: Attempt, resp: Response | None) -> None:
+        """408, 5xx, a timeout or a transport error on the caller's leg: retry within bounds."""
+        attempt.caller_failures += 1
+        status = resp.status if resp is not None else None
+        self.event("caller_reinvite_failed", answer_point=attempt.ap.name, status=status,
+                   attempt=attempt.caller_failures)
+        self._keep_position(attempt)
+        limit = self.c.routing.failover.caller_reinvite_give_up
+        started = attempt.reinvite_started if attempt.reinvite_started is not None else self.c.now()
+        if self.c.now() - started >= limit:
+            self.end(EndReason.CALLER_UNREACHABLE, detail=f"{attempt.caller_failures} re-INVITEs failed, last {status}")
+            return
+        delay = min(8.0, 0.5 * 2 ** (attempt.caller_failures - 1))
+        retry_after = resp.headers.get("Retry-After") if resp is not None else None
+        if retry_after and retry_after.split(";")[0].strip().isdigit():
+            delay = max(delay, float(retry_after.split(";")[0].strip()))
+        delay = min(delay, max(0.0, started + limit - self.c.now()))
+        attempt.timers.append(self.c.ua.timers.call_at(self.c.now() + delay, lambda at: self._retry_caller(attempt)))
+
+    def _give_up_on_caller(self, attempt: Attempt) -> None:
+        if self.ended or attempt is not self.attempt:
+            return
+        self.end(EndReason.CALLER_UNREACHABLE,
+                 detail=f"no answer to the move's re-INVITE within {self.c.routing.failover.caller_reinvite_give_up:g} s")
+
+    def _retry_caller(self, attempt: Attempt) -> None:
         if not self.ended and attempt is self.attempt:
-            self._reinvite_caller(attempt, ap_offer, offer_up)
+            self._reinvite_caller(attempt)
+
+    def _caller_gone(self, attempt: Attempt) -> None:
+        """481: the caller side no longer knows the dialog — nobody to keep on the line."""
+        self.event("caller_dialog_gone", answer_point=attempt.ap.name)
+        self.upstream.forget("481 to re-INVITE")
+        self.end(EndReason.CALLER_GONE)
+
+    def _incompatible(self, attempt: Attempt, why: str) -> None:
+        self.incompatible.add(attempt.ap.name)
+        self._move_failed(attempt, why, attempt.ap_offer)
 
     def _move_failed(self, attempt: Attempt, why: str, ap_offer: bytes | None) -> None:
         """The new leg is up but cannot carry the call: ACK and BYE it, hunt on."""
@@ -448,10 +632,9 @@ class Call:
         # and so has a transferor that hung up: self.psap is None then).
         old, old_ap = self.psap, self.psap_ap
         self._set_psap(attempt, leg)
-        self.state = TALKING
         duration = self.c.now() - (self.move_started or self.c.now())
         reason = self.move_reason or "unknown"
-        self.event("moved", answer_point=attempt.ap.name, reason=reason, seconds=round(duration, 3))
+        self._to(TALKING, "moved", answer_point=attempt.ap.name, reason=reason, seconds=round(duration, 3))
         self.c.observer.failover_done(self, reason, duration)
         transfer, self.transfer = self.transfer, None
         if transfer is not None:
@@ -485,7 +668,7 @@ class Call:
         settled = {"done": False}
         timeout = self.c.routing.health.options_timeout
 
-        def result(ok: bool, why: str) -> None:
+        def result(ok: bool, why: FailoverCause | None) -> None:
             if settled["done"]:
                 return
             settled["done"] = True
@@ -494,22 +677,24 @@ class Call:
                 return
             if ok:
                 self._start_probe()
-            else:
+            elif why is not None:
                 self.fail_over(why)
 
-        guard = self.c.ua.timers.call_at(self.c.now() + timeout, lambda at: result(False, "options_timeout"))
+        guard = self.c.ua.timers.call_at(self.c.now() + timeout,
+                                         lambda at: result(False, FailoverCause.OPTIONS_TIMEOUT))
 
         def on_response(resp: Response) -> None:
             if resp.status < 200:
                 return
             if resp.status == 408:
-                result(False, "in_dialog_408")
+                result(False, FailoverCause.IN_DIALOG_408)
             elif resp.status == 481:
-                result(False, "in_dialog_481")
+                result(False, FailoverCause.IN_DIALOG_481)
             else:
-                result(True, "")
+                result(True, None)
 
-        leg.request("OPTIONS", on_response=on_response, on_failure=lambda why: result(False, _failover_reason(why)))
+        leg.request("OPTIONS", on_response=on_response,
+                    on_failure=lambda why: result(False, _failover_cause(("OPTIONS", _cause_of(why)))))
 
     # --- media changes from either side ------------------------------------------------------
     def on_reoffer(self, leg: Session, request: Request) -> None:
@@ -517,9 +702,15 @@ class Call:
         other = self.psap if leg is self.upstream else self.upstream
         offer = sdp_of(request)
         mine = self.last_sent_up if leg is self.upstream else self.last_sent_ap
-        if offer is None or other is None or self.state != TALKING or _same_session_content(leg.user_data.get("last_offer"), offer):
-            # Session refresh (or we cannot relay now): answer with what we last sent.
+        if offer is None or _same_session_content(leg.user_data.get("last_offer"), offer):
+            # Session refresh: answer with what we last sent.
             leg.accept_update(mine if request.method == "INVITE" or offer is not None else None)
+            return
+        if other is None or self.state != TALKING:
+            # A new offer while the other side is being replaced: nothing to relay it to. The
+            # session stays as it is; 491 asks the peer to try again after a back-off, by
+            # when the move is done (RFC 3261 §14.2 / RFC 3311 §5.2).
+            leg.reject_update(491)
             return
         towards_other_last = self.last_sent_ap if leg is self.upstream else self.last_sent_up
         try:
@@ -527,23 +718,50 @@ class Call:
         except (sdplib.SdpParseError, ValueError):
             leg.reject_update(488)
             return
+        token = self._relay = object()
 
         def done(resp: Response | None) -> None:
-            if resp is None or not 200 <= resp.status < 300 or sdp_of(resp) is None:
+            ok = resp is not None and 200 <= resp.status < 300 and sdp_of(resp) is not None
+            if ok:
+                # The far side's session is the relayed offer now, whatever becomes of ours.
+                if other is self.upstream:
+                    self.last_sent_up = relayed
+                else:
+                    self.last_sent_ap = relayed
+            if token is not self._relay:
+                return  # answered already (a move started meanwhile)
+            self._relay = None
+            if not ok:
                 leg.reject_update(488 if resp is None else resp.status if resp.status >= 400 else 500)
                 return
             answer = _align(sdp_of(resp), offer)  # type: ignore[arg-type]
             answer = _versioned(mine, answer)
             leg.user_data["last_offer"] = offer
             if leg is self.upstream:
-                self.last_sent_ap, self.last_sent_up = relayed, answer
+                self.last_sent_up = answer
             else:
-                self.last_sent_up, self.last_sent_ap = relayed, answer
+                self.last_sent_ap = answer
             leg.accept_update(answer)
             self.c.save_legs(self)  # a takeover re-INVITEs with these SDPs and versions
 
         self.event("media_change", by="caller" if leg is self.upstream else "answer point")
-        other.reinvite(relayed, on_done=done)
+        # A relay to the caller is not allowed to end its leg: a failed relay refuses the
+        # position's offer, and the caller stays.
+        other.reinvite(relayed, on_done=done, fail_session=other is not self.upstream)
+
+    def _answer_pending_caller_request(self) -> None:
+        """The PSAP leg is going: a re-INVITE/UPDATE of the caller's that waits for it (being
+        relayed) is answered now — a refresh with our last SDP, a new offer with 491 — so
+        that the move's own re-INVITE can go (RFC 3261 §14.1)."""
+        self._relay = None
+        request = self.upstream.pending_request
+        if request is None:
+            return
+        offer = sdp_of(request)
+        if offer is None or _same_session_content(self.upstream.user_data.get("last_offer"), offer):
+            self.upstream.accept_update(self.last_sent_up if request.method == "INVITE" or offer is not None else None)
+        else:
+            self.upstream.reject_update(491)
 
     # --- ending -------------------------------------------------------------------------------
     def caller_cancelled(self) -> None:
@@ -551,19 +769,26 @@ class Call:
             return
         self.event("abandoned")
         self.c.observer.abandoned(self)
-        self.end("caller hung up before answer", bye_upstream=False, outcome="abandoned")
+        self.end(EndReason.ABANDONED, outcome="abandoned")
 
     def caller_hung_up(self) -> None:
         self.event("caller_hangup")
-        self.end("caller hung up", bye_upstream=False)
+        self.end(EndReason.CALLER_HANGUP)
 
-    def end(self, reason: str, *, bye_upstream: bool, outcome: str | None = None) -> None:
+    def release(self) -> None:
+        """An operator (or a drill) ends the call: both legs get a BYE."""
+        self.end(EndReason.OPERATOR)
+
+    def end(self, reason: EndReason, *, detail: str | None = None, outcome: str | None = None) -> None:
+        """End the call. The caller gets a BYE only under the reasons that allow it (a hang-up
+        on the PSAP side, an operator, a bounded give-up rule): `state.BYE_CALLER_ALLOWED`."""
         if self.ended:
             return
-        previous = self.state
         self.state = ENDED
         self._cancel_wait()
         self._stop_probe()
+        self._stop_keepalive()
+        self._relay = None
         self.c.queue_wait_ended(self)
         attempt, self.attempt = self.attempt, None
         if attempt is not None:
@@ -578,12 +803,22 @@ class Call:
                 self.psap.bye(reason="call ended")
             if self.psap_ap is not None and self.psap_ap.name in self.c.pool.aps:
                 self.c.pool.release(self.psap_ap)
-        if bye_upstream and self.upstream.state != "terminated":
-            self.upstream.bye(reason="call ended")
+        if self.upstream.state != "terminated":
+            if reason in BYE_CALLER_ALLOWED:
+                self.upstream.bye(reason=reason.value)  # (480 to an INVITE not answered yet)
+            else:
+                # Every other end is the caller's own doing (the UA core has answered its
+                # CANCEL or BYE) or its dialog is gone already.
+                self.upstream.forget(reason.value)
         if outcome is None:
-            outcome = "answered" if self.answered_at is not None else ("failed" if previous == ROUTING else "answered")
-        self.event("ended", reason=reason, outcome=outcome)
-        self.c.call_ended(self, outcome, reason)
+            outcome = "answered" if self.answered_at is not None else "failed"
+        self.event("ended", reason=reason.value, outcome=outcome, detail=detail, state=ENDED.value)
+        self.c.call_ended(self, outcome, reason.value)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
 
 
 _REASONS = {408: "Request Timeout", 480: "Temporarily Unavailable", 486: "Busy Here", 487: "Request Terminated",
@@ -600,6 +835,11 @@ def _external(uri: str) -> AnswerPoint:
     return _ExternalAp(AnswerPointSpec(name=uri, uri=uri, ring_timeout=30.0, no_provisional_timeout=5.0, capacity=1000))
 
 
+#: a caller that has not answered the move's re-INVITE this fast: ACK the new position anyway
+#: (with the caller's current media) so it stays on the line while we wait or retry
+KEEP_POSITION_AFTER = 2.0
+
+
 def _ack_and_bye(leg: Session, offer: bytes | None) -> None:
     """ACK a 2xx we do not want (with an answer refusing every stream when it held an offer
     we have not answered) and BYE it (RFC 3261 §13.2.2.4, §15)."""
@@ -610,23 +850,28 @@ def _ack_and_bye(leg: Session, offer: bytes | None) -> None:
     leg.bye(reason="not wanted")
 
 
-def _failover_reason(reason: str) -> str:
-    """The ``ng911_failovers_total`` reason for a PSAP leg's end (``Session._failed`` reasons
-    read "OPTIONS timeout", "UPDATE got 481", "re-INVITE transport error", "session expired")."""
-    r = reason.lower()
-    if "408" in r:
-        return "in_dialog_408"
-    if "481" in r:
-        return "in_dialog_481"
-    if "expired" in r:
-        return "session_timer"
-    if "transport" in r:
-        return "transport_error"
-    if "timeout" in r:
+def _failover_cause(failure: tuple[str, str] | None) -> FailoverCause:
+    """Why a PSAP leg died, from the UA core's ``Session.failure`` (method, cause)."""
+    if failure is None:
+        return FailoverCause.AP_FAILED
+    method, cause = failure
+    if cause == "408":
+        return FailoverCause.IN_DIALOG_408
+    if cause == "481":
+        return FailoverCause.IN_DIALOG_481
+    if cause == "transport":
+        return FailoverCause.TRANSPORT_ERROR
+    if cause == "expired":
+        return FailoverCause.SESSION_TIMER
+    if cause == "timeout":
         # Only our OPTIONS probe sends OPTIONS; an UPDATE or re-INVITE that goes unanswered
         # is a session refresh (RFC 4028) or a relayed offer: the session is what failed.
-        return "options_timeout" if r.startswith("options") or r == "timeout" else "session_timer"
-    return "ap_failed"
+        return FailoverCause.OPTIONS_TIMEOUT if method == "OPTIONS" else FailoverCause.SESSION_TIMER
+    return FailoverCause.AP_FAILED
+
+
+def _cause_of(why: str) -> str:
+    return "timeout" if "timeout" in why else "transport"
 
 
 def _reoffer(last_sent: bytes | None, new: bytes) -> bytes:

@@ -13,6 +13,7 @@ import secrets
 from typing import Any, Callable, Iterable
 
 from ng911.call.call import Call
+from ng911.call.state import CallState, EndReason, FailoverCause
 from ng911.call.observer import CallObserver
 from ng911.call.overload import OverloadGuard
 from ng911.emergency import append_history, classify, ensure_ids, extract, headers_to_forward
@@ -46,6 +47,15 @@ def _content_record(content: Any) -> dict[str, Any]:
             "history_info": full["history_info"],
         },
     }
+
+
+def _upstream_end_reason(session: Session) -> EndReason:
+    """Why the caller's leg ended under us, as the UA core tells it (not from free text)."""
+    if session.terminated_reason == "no ACK":
+        return EndReason.NO_ACK  # the UA core has sent the BYE (RFC 3261 §13.3.1.4)
+    if session.failure is not None and session.failure[1] == "expired":
+        return EndReason.SESSION_EXPIRED  # the UA core has sent the BYE (RFC 4028 §10)
+    return EndReason.CALLER_GONE
 
 
 class Controller(UaHandler):
@@ -177,7 +187,7 @@ class Controller(UaHandler):
             if reason == "remote BYE":
                 call.caller_hung_up()
             elif not call.ended and reason not in ("cancelled",):
-                call.end(f"upstream leg ended: {reason}", bye_upstream=False)
+                call.end(_upstream_end_reason(session), detail=reason)
             return
         call.on_leg_terminated(session, reason)
 
@@ -194,7 +204,7 @@ class Controller(UaHandler):
     # --- transfer -------------------------------------------------------------------------
     def _refer(self, call: Call, leg: Session, request: Request, reply: Callable[..., None]) -> None:
         refer_to = request.headers.get("Refer-To")
-        if not refer_to or call.state != "talking":
+        if not refer_to or call.state is not CallState.TALKING:
             reply(400 if not refer_to else 491, "Missing Refer-To" if not refer_to else None)
             return
         try:
@@ -263,11 +273,11 @@ class Controller(UaHandler):
             self.on_call_ended(call)
 
     # --- operator / drill -----------------------------------------------------------------
-    def fail_over_answer_point(self, name: str, reason: str = "ap_down") -> int:
+    def fail_over_answer_point(self, name: str, reason: FailoverCause | str = FailoverCause.AP_DOWN) -> int:
         """Move every call connected to answer point ``name`` (health said down, or a drill)."""
         moved = 0
         for call in list(self.calls.values()):
-            if call.psap_ap is not None and call.psap_ap.name == name and call.state == "talking":
+            if call.psap_ap is not None and call.psap_ap.name == name and call.state is CallState.TALKING:
                 call.fail_over(reason)
                 moved += 1
         return moved

@@ -16,33 +16,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ng911.call")
 
-# Event kinds that end in the store as state changes of the call row too.
-_STATE_OF = {
-    "routing": "routing",
-    "waiting": "queued",
-    "ap_ringing": "ringing",
-    "answered": "talking",
-    "failover": "moving",
-    "transfer": "moving",
-    "moved": "talking",
-    "transfer_failed": "talking",
-    "transferor_gone": "moving",
-}
-
-
 def _hunt_result(kind: str, data: dict[str, Any]) -> str | None:
     """The ``result`` label of ng911_hunt_attempts_total for an attempt's outcome."""
     if kind in ("answered", "moved"):
         return "answered"
-    if kind == "ap_timeout":
-        return "no_provisional" if data.get("reason") == "no provisional" else "ring_timeout"
-    if kind == "ap_failed":
-        reason = str(data.get("reason", ""))
-        if "transport" in reason:
-            return "transport_error"
-        if "timeout" in reason:
-            return "timeout"
-        return "rejected"
+    if kind in ("ap_timeout", "ap_failed"):
+        return data.get("result")
     return None
 
 
@@ -66,8 +45,9 @@ class CallObserver:
         self.store.event(call.call_id, self.owner, kind, now, clean)
         for listener in self.listeners:
             listener(call, kind, clean)
-        state = _STATE_OF.get(kind)
-        if state is not None:
+        # Every state change of a call carries its new state (Call._to): the row follows.
+        state = clean.get("state")
+        if state is not None and kind not in ("received", "routing", "ended"):  # created() and ended() write those
             fields: dict[str, Any] = {"state": state, "updated_at": now}
             if kind in ("answered", "moved") and call.psap_ap is not None:
                 fields["answer_point"] = call.psap_ap.name

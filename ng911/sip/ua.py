@@ -1218,6 +1218,7 @@ class Session:
             param = self._refresher_param(we_send_request=True)
             headers.append(("Session-Expires", f"{self.session_interval};refresher={param}"))
         answered = False
+        guards: list[TimerHandle] = []
 
         def on_response(resp: Response) -> None:
             nonlocal answered
@@ -1226,11 +1227,17 @@ class Session:
             seq = req.cseq.seq
             if answered:
                 # A retransmission of the 2xx (our ACK was lost): ACK again, report nothing.
+                # (A 2xx after we gave up on the re-INVITE gets its ACK too: §13.2.2.4.)
                 ack = self._acks.get(seq)
-                if 200 <= resp.status < 300 and ack is not None:
-                    self.ua.send_ack(ack, self._dest_for(ack))
+                if 200 <= resp.status < 300:
+                    if ack is not None:
+                        self.ua.send_ack(ack, self._dest_for(ack))
+                    elif self.dialog is not None:
+                        self._send_ack(seq)
                 return
             answered = True
+            for g in guards:
+                g.cancel()
             self._reinvite_out = self._offer_out = False
             if self.state == SESSION_TERMINATED:
                 if 200 <= resp.status < 300:
@@ -1264,16 +1271,47 @@ class Session:
             self._pump_reinvites()
 
         def on_failure(reason: str) -> None:
+            nonlocal answered
+            if answered:
+                return
+            answered = True
+            for g in guards:
+                g.cancel()
             self._reinvite_out = self._offer_out = False
             if item.fail_session:
                 self._failed(f"re-INVITE {reason}", ("INVITE", _cause(reason)))
             item.done(None)
             self._pump_reinvites()
 
+        def no_final_response() -> None:
+            # A peer that sent a 1xx and nothing more holds the ICT in Proceeding, where no
+            # RFC 3261 timer runs: after 64*T1, CANCEL the re-INVITE (its 487 ends it), and
+            # 64*T1 after that give up on it as timed out (as for an initial INVITE, §9.1).
+            if answered or self.state == SESSION_TERMINATED:
+                return
+            try:
+                cancel_key, actions = self.ua.layer.cancel(key, self.ua.now())
+            except LocalProtocolError:
+                actions = []
+            else:
+                self.ua._clients[cancel_key] = _ClientCtx(req, self._dest_for(req), lambda r: None, lambda why: None)
+            self.ua._perform(actions)
+            guards.append(self.ua.timers.call_at(self.ua.now() + 64 * self.ua.config.timers.t1,
+                                                 lambda at: abandon()))
+
+        def abandon() -> None:
+            if answered:
+                return
+            self.ua._clients.pop(key, None)
+            self.ua._perform(self.ua.layer.transport_error(key, self.ua.now()))
+            on_failure("timeout")
+
         req = self.dialog.create_request(
             "INVITE", headers=tuple(headers) + ((("Content-Type", "application/sdp"),) if sdp else ()), body=sdp or b""
         )
-        self.ua.send_request(req, on_response, on_failure, self._dest_for(req))
+        key = self.ua.send_request(req, on_response, on_failure, self._dest_for(req))
+        guards.append(self.ua.timers.call_at(self.ua.now() + 64 * self.ua.config.timers.t1,
+                                             lambda at: no_final_response()))
 
     def update(self, sdp: bytes | None = None) -> None:
         """Send an UPDATE (RFC 3311), with an offer or as a bare session refresh."""

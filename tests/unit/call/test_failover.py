@@ -9,7 +9,11 @@ from ng911.call.sdpbody import sdp_of
 from ng911.routing.model import FailoverSpec, HealthSpec
 from ng911.testing.psap import PIDF, ApScript, PsapHarness, make_sdp
 
+from ng911 import sdp as sdplib
+
 from .helpers import CALLER_OFFER, parsed, part_types, ports
+
+parsed_sdp = sdplib.parse
 
 
 def talking(h: PsapHarness, **kwargs):  # type: ignore[no-untyped-def]
@@ -63,7 +67,7 @@ def assert_moved_to_ap2(h: PsapHarness, call, reason: str) -> None:  # type: ign
     kinds = h.event_kinds()
     # (no ap_ringing during a move: the call row stays "moving", nothing is relayed)
     assert kinds[kinds.index("answered"):] == ["answered", "failover", "ap_invite", "moved"]
-    assert h.event("failover") == {"reason": reason, "answer_point": "ap1"}
+    assert h.event("failover") == {"reason": reason, "answer_point": "ap1", "state": "moving"}
     moved = h.event("moved")
     assert (moved["answer_point"], moved["reason"]) == ("ap2", reason)
     at = {e["kind"]: e["at"] for e in h.events()}
@@ -185,8 +189,7 @@ def test_the_caller_hanging_up_during_a_move_ends_the_new_leg_and_frees_its_posi
     call = talking(h)
     h.caller.hooks["on_reinvite"] = lambda session, request: None  # the caller sits on it
     h.ap("ap1").die()
-    h.run(6.0)
-    assert len(h.reinvites_to("esrp")) == 1
+    assert h.run_until(lambda: len(h.reinvites_to("esrp")) == 1, timeout=6.0)
     assert h.ap("ap2").sessions[-1].state == "answered"  # answered, not ACKed yet
     assert h.requests_to("ap2", "ACK") == []
     call.bye()
@@ -197,8 +200,32 @@ def test_the_caller_hanging_up_during_a_move_ends_the_new_leg_and_frees_its_posi
     assert len(h.requests_to("ap2", "BYE")) == 1
     assert h.controller.pool.aps["ap2"].active == 0
     row = h.row()
-    assert (row["state"], row["outcome"]) == ("ended", "answered")
+    assert (row["state"], row["outcome"], row["end_reason"]) == ("ended", "answered", "caller_hangup")
     assert h.controller.calls == {}
+
+
+def test_a_caller_slow_to_answer_the_move_keeps_the_new_position_on_the_line() -> None:
+    """Past KEEP_POSITION_AFTER without the caller's answer, ap2's 200 is ACKed with the media
+    the caller has today (ap2 sends to the caller at once, and does not give up on its 200)."""
+    h = PsapHarness(failover=FailoverSpec(in_dialog_options_interval=2.0))
+    call = talking(h)
+    held = []
+    h.caller.hooks["on_reinvite"] = lambda session, request: held.append(session)
+    h.ap("ap1").die()
+    h.run(8.0)
+    [ack] = h.requests_to("ap2", "ACK")
+    assert h.ap("ap2").current.remote_sdp == ack.body
+    assert ports(parsed(ack)) == ports(parsed_sdp(CALLER_OFFER))  # the caller's own ports
+    assert h.requests_to("ap2", "BYE") == [] and h.requests_to("esrp", "BYE") == []
+    # the caller answers at last: same media as ap2 was given, nothing more to tell ap2
+    held[0].accept_update(parsed(ack).to_bytes())
+    h.run(2.0)
+    assert h.row()["state"] == "talking" and h.row()["answer_point"] == "ap2"
+    assert h.reinvites_to("ap2") == []
+    assert h.controller.pool.aps["ap2"].active == 1
+    call.bye()
+    h.run(1.0)
+    assert h.controller.pool.aps["ap2"].active == 0 and h.row()["end_reason"] == "caller_hangup"
 
 
 def test_a_move_onto_an_ap_with_different_media_disables_what_it_lacks() -> None:

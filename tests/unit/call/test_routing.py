@@ -63,7 +63,7 @@ def test_basic_call_carries_the_ng911_invite_to_the_answer_point_and_relays_ever
 
     row = h.row()
     assert (row["kind"], row["state"], row["outcome"], row["answer_point"]) == ("emergency", "ended", "answered", "ap1")
-    assert row["end_reason"] == "caller hung up"
+    assert row["end_reason"] == "caller_hangup"
     assert row["nena_call_id"] == call_info[0][1:].split(">")[0]
     [shape] = row["location"]["value"]["infos"][0]["shapes"]
     assert (shape["kind"], shape["points"]) == ("Point", [[38.8977, -77.0365]])
@@ -102,7 +102,7 @@ def test_ap_hangs_up_and_the_caller_gets_a_bye() -> None:
     assert len(h.requests_to("esrp", "BYE")) == 1
     assert h.event_kinds()[-2:] == ["ap_hangup", "ended"]
     row = h.row()
-    assert (row["state"], row["outcome"], row["end_reason"]) == ("ended", "answered", "answer point hung up")
+    assert (row["state"], row["outcome"], row["end_reason"]) == ("ended", "answered", "answer_point_hangup")
     assert h.metric("ng911_calls_total", kind="emergency", outcome="answered") == 1
     assert h.controller.pool.aps["ap1"].active == 0
 

@@ -51,7 +51,7 @@ def test_refer_to_another_positions_uri_moves_the_caller_there() -> None:
     assert len(h.requests_to("ap1", "BYE")) == 1 and h.ap("ap1").sessions_up == []
     assert h.requests_to("esrp", "BYE") == [] and call.state == "confirmed"
     assert h.event("transfer")["target"] == "sip:ap2@10.0.1.2:5060"
-    assert h.event("moved") == {"answer_point": "ap2", "reason": "transfer", "seconds": h.event("moved")["seconds"]}
+    assert h.event("moved") == {"answer_point": "ap2", "reason": "transfer", "seconds": h.event("moved")["seconds"], "state": "talking"}
     assert h.metric("ng911_failovers_total", reason="transfer") == 1
     assert h.controller.pool.aps["ap1"].active == 0 and h.controller.pool.aps["ap2"].active == 1
     call.bye()
