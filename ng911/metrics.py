@@ -79,6 +79,8 @@ TRANSACTION_TIMERS = tuple(t.value for t in TimerName)
 # Buckets (seconds), chosen for what each measures.
 _ANSWER_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0)
 _FAILOVER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0)
+STORE_OP_KINDS = ("created", "updated", "leg", "event", "abandoned", "health")
+STORE_SHED_KINDS = ("event_detail", "event", "call", "updated", "leg", "abandoned", "health")
 _STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -141,6 +143,20 @@ METRICS: tuple[MetricSpec, ...] = (
                "Time to commit one batch of writes.", buckets=_STORE_BUCKETS),
     MetricSpec("store_fenced_writes", Counter, "ng911_store_fenced_writes_total",
                "Writes that matched no row: the call's ownership was lost to another node."),
+    MetricSpec("store_up", Gauge, "ng911_store_up",
+               "1 while the database answers and the node is registered; 0: running degraded."),
+    MetricSpec("store_backlogged", Gauge, "ng911_store_backlogged",
+               "1 while the store's backlog is past its high-water mark (alarm; cleared below "
+               "low-water): details and non-emergency records are shed."),
+    MetricSpec("store_write_errors", Counter, "ng911_store_write_errors_total",
+               "Writes the database refused for good, by op kind and outcome (degraded: stored "
+               "without its detail; dropped).", ("kind", "outcome"),
+               {"kind": STORE_OP_KINDS, "outcome": ("degraded", "dropped")}),
+    MetricSpec("store_shed", Counter, "ng911_store_shed_total",
+               "Writes or event details shed while the store was backlogged, by what.", ("what",),
+               {"what": STORE_SHED_KINDS}),
+    MetricSpec("store_coalesced", Counter, "ng911_store_coalesced_total",
+               "Writes merged into one already queued (a call's updates, a leg's saves)."),
     MetricSpec("build_info", Gauge, "ng911_build_info", "Always 1; the version is the label.", ("version",)),
     MetricSpec("hunt_attempts", Counter, "ng911_hunt_attempts_total",
                "Answer points tried by the hunt, by result.", ("result",), {"result": HUNT_RESULTS}),
@@ -169,6 +185,11 @@ class MetricsSink(Protocol):
     store_queue_depth: Any
     store_write: Any
     store_fenced_writes: Any
+    store_up: Any
+    store_backlogged: Any
+    store_write_errors: Any
+    store_shed: Any
+    store_coalesced: Any
     build_info: Any
     hunt_attempts: Any
 

@@ -2,6 +2,13 @@
 
 `make_service(settings, reactor)` wires store → observer → controller → SIP stack → health
 monitor → metrics endpoint; `Service.start()` binds the sockets, `stop()` flushes the store.
+
+The node never waits for its database (issue 7): `prepare_database` says whether it answered
+(a reachable PostgreSQL whose schema is not at head is an operator error: `SchemaBehind`); the
+store registers the node (a new epoch) from its writer thread as soon as the database answers,
+and the writes made before carry the placeholder epoch `PENDING_EPOCH`, resolved to that epoch
+as they are written. Until then the node runs *degraded*: `ng911_store_up` is 0, calls are
+taken, their writes queue (bounded: see `ng911.store.store`).
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from ng911.sip.stack import SipStack
 from ng911.sip.transaction.actions import TransactionTimeout
 from ng911.sip.ua import UaConfig
 from ng911.store import db as store_db
-from ng911.store.store import SqlStore
+from ng911.store.store import PENDING_EPOCH, SqlStore
 
 log = logging.getLogger("ng911.service")
 
@@ -46,12 +53,15 @@ class Service:
     controller: Controller
     stack: SipStack
     health: HealthMonitor
-    epoch: int
+    epoch: int | None  # None until the node is registered (its database answered)
+    observer: Any = None
     listening: list[Any] = field(default_factory=list)
     _gauges: Any = None
     _full_gc: Any = None
     _lag_probe: Any = None
     _lag_expected: float | None = None
+    _counted: dict[Any, int] = field(default_factory=dict)
+    _was_up: bool | None = None
 
     def start(self) -> None:
         self.store.start()
@@ -72,14 +82,49 @@ class Service:
         self._full_gc.clock = self.reactor
         self._full_gc.start(300.0, now=False)
         log.info(
-            "ng911 %s node %s epoch %d: SIP %s udp=%s tcp=%s, metrics http://%s:%d/metrics",
+            "ng911 %s node %s epoch %s: SIP %s udp=%s tcp=%s, metrics http://%s:%d/metrics",
             __version__, self.settings.node.name, self.epoch, self.settings.sip.host,
             self.stack.ports.get("UDP"), self.stack.ports.get("TCP"),
             self.settings.metrics.host, self.settings.metrics.port,
         )
 
+    @property
+    def store_up(self) -> bool:
+        return bool(getattr(self.store, "up", True))
+
+    def registered(self, epoch: int) -> None:
+        """Reactor thread: the store registered the node; its writes now carry ``epoch``."""
+        self.epoch = epoch
+        if self.observer is not None:
+            self.observer.owner = (self.settings.node.name, epoch)
+        log.info("node %s registered with epoch %d: the database answers", self.settings.node.name, epoch)
+        self._sample()
+
     def _sample(self) -> None:
-        self.metrics.store_queue_depth.set(self.store.queue_depth)
+        store, metrics = self.store, self.metrics
+        metrics.store_queue_depth.set(store.queue_depth)
+        up = self.store_up
+        metrics.store_up.set(1 if up else 0)
+        if up != self._was_up:
+            if not up:
+                log.warning("running degraded: the database is unreachable; calls are taken and "
+                            "their writes queue (%d so far)", store.queue_depth)
+            elif self._was_up is not None:
+                log.warning("database reachable again: %d writes to drain", store.queue_depth)
+            self._was_up = up
+        metrics.store_backlogged.set(1 if getattr(store, "backlogged", False) else 0)
+        # the store's own counters (writer thread) → Prometheus counters, by difference
+        for (kind, outcome), n in list(getattr(store, "write_errors", {}).items()):
+            self._count(("error", kind, outcome), n, metrics.store_write_errors.labels(kind=kind, outcome=outcome))
+        for what, n in list(getattr(store, "shed", {}).items()):
+            self._count(("shed", what), n, metrics.store_shed.labels(what=what))
+        self._count("coalesced", getattr(store, "coalesced", 0), metrics.store_coalesced)
+
+    def _count(self, key: Any, total: int, counter: Any) -> None:
+        delta = total - self._counted.get(key, 0)
+        if delta > 0:
+            counter.inc(delta)
+            self._counted[key] = total
 
     def _lag(self) -> None:
         now = self.reactor.seconds()
@@ -99,14 +144,25 @@ class Service:
         return d
 
 
-def prepare_database(settings: Settings) -> None:
-    """The embedded SQLite default migrates itself; a server database must be current."""
+def prepare_database(settings: Settings) -> bool:
+    """The embedded SQLite default migrates itself; a server database must be current.
+
+    True when the database answered; False when PostgreSQL is unreachable (the node starts
+    degraded and its store checks the schema once it answers). Raises ``SchemaBehind`` when the
+    database answers and its schema is not at head: an operator error, not an outage."""
+    from sqlalchemy import exc
+
     url = settings.database.url
     if url.startswith("sqlite"):
         settings.database.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         store_db.migrate(url)
-        return
-    status = store_db.schema_status(url)
+        return True
+    try:
+        status = store_db.schema_status(url)
+    except (exc.OperationalError, exc.InterfaceError) as e:
+        log.warning("database unreachable at start (%s): starting degraded; the node registers "
+                    "and its writes drain once it answers", str(e.orig if hasattr(e, "orig") else e).strip().splitlines()[0])
+        return False
     if status.state != "current":
         raise SchemaBehind(
             f"database schema is {status.state} (at {status.current or 'nothing'}, code needs {status.head}): "
@@ -117,10 +173,15 @@ def prepare_database(settings: Settings) -> None:
 def make_service(settings: Settings, reactor: Any, *, store: Any = None, registry: CollectorRegistry | None = None) -> Service:
     registry = registry or CollectorRegistry()
     metrics = Metrics(registry)
+    node = settings.node.name
     if store is None:
-        store = SqlStore(settings.database.url)
-    epoch = store.register_node(settings.node.name)
-    observer = CallObserver(store, metrics, node=settings.node.name, epoch=epoch)
+        check = None if settings.database.url.startswith("sqlite") else store_db.require_current_schema
+        store = SqlStore(settings.database.url, node=node, check_schema=check)
+    if getattr(store, "node", None) == node and hasattr(store, "on_registered"):
+        epoch: int | None = None  # registered by the store's writer once the database answers
+    else:
+        epoch = store.register_node(node)
+    observer = CallObserver(store, metrics, node=node, epoch=PENDING_EPOCH if epoch is None else epoch)
     controller = Controller(
         settings.routing, observer, trusted=settings.upstream.trusted,
         domain=settings.sip.host, node=settings.node.name,
@@ -176,7 +237,12 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
             reactor.callFromThread(forget)
 
         store.on_fenced = fenced
-    return Service(settings, reactor, store, metrics, registry, controller, stack, health, epoch)
+    # a backlogged store pushes back on non-emergency work (503 + Retry-After)
+    controller.overload.backlogged = lambda: bool(getattr(store, "backlogged", False))
+    service = Service(settings, reactor, store, metrics, registry, controller, stack, health, epoch, observer)
+    if epoch is None:
+        store.on_registered = lambda e: reactor.callFromThread(service.registered, e)
+    return service
 
 
 __all__ = ["Service", "SchemaBehind", "TransactionTimeout", "make_service", "prepare_database"]

@@ -1,13 +1,19 @@
-"""Is this node overloaded? Judged by how late the reactor runs its timers (event-loop lag).
+"""Is this node overloaded? Judged by how late the reactor runs its timers (event-loop lag),
+and by whether its store has fallen behind (the write-behind backlog past its high-water mark).
 
 Under overload an emergency call keeps priority over everything else the node does: new
 non-emergency calls are turned away with 503 + Retry-After while emergency and test calls are
 always admitted (they are never rejected for want of capacity, only queued). Pure: the shell
-feeds lag samples; time comes from the caller.
+feeds lag samples and the backlog signal; time comes from the caller.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass
@@ -16,6 +22,8 @@ class OverloadGuard:
     hold: float = 5.0  # stay in overload this long after the last late sample
     _until: float = 0.0
     late_samples: int = 0
+    #: True while the store is backlogged (the service wires the store's alarm in)
+    backlogged: Callable[[], bool] = field(default=_never)
 
     def sample(self, lag: float, now: float) -> None:
         if lag > self.lag_threshold:
@@ -23,4 +31,4 @@ class OverloadGuard:
             self._until = now + self.hold
 
     def overloaded(self, now: float) -> bool:
-        return now < self._until
+        return now < self._until or self.backlogged()

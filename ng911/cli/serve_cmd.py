@@ -1,7 +1,12 @@
 """`ng911 serve | migrate | status`: run a controller node, bring its schema to head, look at it.
 
 Exit status: 0 fine; 2 bad configuration (one line naming the key); 3 database schema not at
-the code's head (run `ng911 migrate`); 1 anything else.
+the code's head (run `ng911 migrate`); 1 anything else. `ng911 status` also exits 4 when the
+node or the database is degraded (the database unreachable, or the node's store down).
+
+`serve` does not need its database to start: PostgreSQL unreachable → it serves degraded (the
+"serving" line says `"store": "degraded"`, `ng911_store_up` is 0) and registers the node once
+the database answers. A database that answers with a schema behind the code is still exit 3.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-EXIT_CONFIG, EXIT_SCHEMA = 2, 3
+EXIT_CONFIG, EXIT_SCHEMA, EXIT_DEGRADED = 2, 3, 4
 
 
 def register(sub: Any) -> None:
@@ -58,13 +63,17 @@ def serve(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level, args.log_format, sys.stderr)
     try:
-        prepare_database(settings)
+        reachable = prepare_database(settings)
     except SchemaBehind as exc:
         print(f"ng911: {exc}", file=sys.stderr)
         return EXIT_SCHEMA
     service = make_service(settings, reactor)
     service.start()
+    if reachable and service.epoch is None and hasattr(service.store, "wait_registered"):
+        # the database answered a moment ago: give the writer a moment to register the node
+        service.epoch = service.store.wait_registered(5.0)
     print(json.dumps({"event": "serving", "node": settings.node.name, "epoch": service.epoch,
+                      "store": "up" if service.store_up else "degraded",
                       "sip": {"host": settings.sip.host, **{k.lower(): v for k, v in service.stack.ports.items()}},
                       "metrics": f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"}), flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", service.stop)
@@ -84,12 +93,47 @@ def migrate(args: argparse.Namespace) -> int:
     return 0 if state.state == "current" else 1
 
 
+def node_state(settings: Any, timeout: float = 2.0) -> dict[str, Any]:
+    """The local node as its /metrics page tells it (works while the database is down)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            text = resp.read().decode()
+    except OSError as exc:
+        return {"running": False, "metrics": url, "error": str(exc)}
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("ng911_store_up", "ng911_store_queue_depth", "ng911_store_backlogged"):
+                values[sample.name] = sample.value
+    up = values.get("ng911_store_up", 1.0) == 1.0
+    return {"running": True, "metrics": url, "store": "up" if up else "degraded",
+            "queued_writes": int(values.get("ng911_store_queue_depth", 0)),
+            "backlogged": values.get("ng911_store_backlogged", 0.0) == 1.0}
+
+
 def status(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
+    from sqlalchemy import exc
+
     from ng911.store import db
     from ng911.store.store import SqlStore
 
-    state = db.schema_status(settings.database.url)
+    node = node_state(settings)
+    try:
+        state = db.schema_status(settings.database.url)
+    except (exc.OperationalError, exc.InterfaceError) as e:
+        reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+        if args.json:
+            print(json.dumps({"node": node, "database": "unreachable", "calls": None, "answer_points": None}))
+        else:
+            print(f"node: {_describe(node)}")
+            print(f"database: UNREACHABLE ({reason})")
+        return EXIT_DEGRADED
     if state.state != "current":
         print(f"ng911: database schema is {state.state}: run `ng911 migrate --config {args.config}`", file=sys.stderr)
         return EXIT_SCHEMA
@@ -99,9 +143,12 @@ def status(args: argparse.Namespace) -> int:
         aps = store.answer_points()
     finally:
         store.stop(timeout=1.0)
+    rc = EXIT_DEGRADED if node.get("store") == "degraded" else 0
     if args.json:
-        print(json.dumps({"calls": calls, "answer_points": aps}, default=str))
-        return 0
+        print(json.dumps({"node": node, "database": "up", "calls": calls, "answer_points": aps}, default=str))
+        return rc
+    print(f"node: {_describe(node)}")
+    print("database: up")
     now = time.time()
     print(f"live calls: {len(calls)}")
     for c in calls:
@@ -112,4 +159,14 @@ def status(args: argparse.Namespace) -> int:
     print(f"answer points: {len(aps)}")
     for ap in aps:
         print(f"  {ap['name']:<8} {'up' if ap.get('up') else 'DOWN':<5} {ap.get('uri')}")
-    return 0
+    return rc
+
+
+def _describe(node: dict[str, Any]) -> str:
+    if not node.get("running"):
+        return f"not running here (no metrics at {node['metrics']})"
+    text = "serving, store up" if node["store"] == "up" else "serving DEGRADED: its database is unreachable"
+    text += f", {node['queued_writes']} writes queued"
+    if node.get("backlogged"):
+        text += " (BACKLOG ALARM: shedding event details and non-emergency records)"
+    return text
