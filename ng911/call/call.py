@@ -17,7 +17,8 @@ ACKed at once with the caller's current media (kept on the line) and the re-INVI
 with back-off, until ``caller_reinvite_give_up`` after the first one, then the call ends with a
 BYE (``caller_unreachable``); any other refusal (488...) — the offer, not the AP, was refused:
 once, the caller is re-INVITEd without SDP and its offer carried to the AP; refused again, the
-AP is unusable for this call (never rung again for it) and the hunt goes on. Re-INVITEs on a
+move is retried with the same AP (no other call-taker is rung) like a failure above, and the
+give-up ends the call with ``no_compatible_media``. Re-INVITEs on a
 dialog never overlap: the UA core queues them (RFC 3261 §14.1); a re-INVITE of the caller
 that is pending when its AP dies is answered before the move's goes out.
 
@@ -70,6 +71,7 @@ class Attempt:
     reinvite_started: float | None = None  # the first re-INVITE of the caller for this leg
     caller_failures: int = 0
     offerless_tried: bool = False
+    refused: bool = False  # the caller's last word was a refusal (488...), not silence
 
     def stop_timers(self) -> None:
         for t in self.timers:
@@ -99,7 +101,6 @@ class Call:
         self.last_sent_up: bytes | None = None  # last SDP we sent the caller
         self.last_sent_ap: bytes | None = None  # last SDP we sent the current AP
         self.tried: set[str] = set()
-        self.incompatible: set[str] = set()  # positions whose media the caller refused: never again
         self.backoff = 0.0
         self._retry: TimerHandle | None = None
         self._unwait: Any = None
@@ -171,7 +172,7 @@ class Call:
             return
         self._cancel_wait()
         queue = self.transfer["queue"] if self.transfer and self.transfer.get("queue") else self.queue
-        exclude = self.tried | self.incompatible
+        exclude = set(self.tried)
         if self.transfer is not None and self.psap_ap is not None:
             exclude.add(self.psap_ap.name)  # never transfer a call back to the position it leaves
         # (A failed-over call does not try its old position in the first round — fail_over
@@ -191,11 +192,6 @@ class Call:
             return
         if self.transfer is not None:
             self._transfer_failed(self.transfer.get("why") or "no answer point free")
-            return
-        if self.incompatible and all(ap.name in self.incompatible for q in self.c.pool.queue_chain(queue)
-                                     for ap in map(self.c.pool.aps.__getitem__, (s.name for s in q.answer_points))):
-            # The caller refused the media of every position there is: no wait would help.
-            self.end(EndReason.NO_COMPATIBLE_MEDIA)
             return
         # Nobody free (all tried, busy or down): an emergency call waits — ringing — and
         # hunts again when a position frees up or after a back-off, whichever comes first.
@@ -508,7 +504,7 @@ class Call:
         if status == 481:
             self._caller_gone(attempt)
         elif status is None or status in (408, 487) or status >= 500 and status != 580:
-            self._caller_unreachable(attempt, resp)
+            self._caller_failed(attempt, resp, refused=False)
         elif not attempt.offerless_tried:
             # The caller refused this offer, not the position: ask for its offer instead and
             # carry that to the position (RFC 3725 flow III's order), once.
@@ -516,7 +512,7 @@ class Call:
             self.event("move_offer_refused", answer_point=attempt.ap.name, status=status)
             self.upstream.reinvite(None, fail_session=False, on_done=lambda r: self._caller_offered(attempt, r))
         else:
-            self._incompatible(attempt, f"caller refused its media ({status})")
+            self._caller_failed(attempt, resp, refused=True)
 
     def _caller_offered(self, attempt: Attempt, resp: Response | None) -> None:
         """The answer to our offerless re-INVITE: a 2xx holds the caller's offer."""
@@ -531,14 +527,11 @@ class Call:
                 self.last_sent_up = self.upstream.local_sdp
             if self.ended or attempt is not self.attempt:
                 _ack_and_bye(attempt.leg, attempt.ap_offer)
-            elif ok:
-                self._incompatible(attempt, "no offer in the caller's 2xx")
             elif resp is not None and resp.status == 481:
                 self._caller_gone(attempt)
-            elif resp is None or resp.status == 408 or resp.status >= 500:
-                self._caller_unreachable(attempt, resp)
             else:
-                self._incompatible(attempt, f"caller refused an offerless re-INVITE ({resp.status})")
+                transient = resp is None or resp.status in (408, 487) or resp.status >= 500
+                self._caller_failed(attempt, resp, refused=not transient)
             return
         assert attempt.ap_offer is not None
         # Answer the caller with the position's media, lined up on the caller's offer and
@@ -579,9 +572,12 @@ class Call:
         attempt.leg.ack(attempt.acked)
         self.last_sent_ap = attempt.acked
 
-    def _caller_unreachable(self, attempt: Attempt, resp: Response | None) -> None:
-        """408, 5xx, a timeout or a transport error on the caller's leg: retry within bounds."""
+    def _caller_failed(self, attempt: Attempt, resp: Response | None, *, refused: bool) -> None:
+        """The move's re-INVITE of the caller failed — 408, 5xx, a timeout or a transport
+        error, or (``refused``) its media refused even offerless: keep the position, retry
+        with back-off within the give-up limit. Never another call-taker rung for it."""
         attempt.caller_failures += 1
+        attempt.refused = refused
         status = resp.status if resp is not None else None
         self.event("caller_reinvite_failed", answer_point=attempt.ap.name, status=status,
                    attempt=attempt.caller_failures)
@@ -589,7 +585,7 @@ class Call:
         limit = self.c.routing.failover.caller_reinvite_give_up
         started = attempt.reinvite_started if attempt.reinvite_started is not None else self.c.now()
         if self.c.now() - started >= limit:
-            self.end(EndReason.CALLER_UNREACHABLE, detail=f"{attempt.caller_failures} re-INVITEs failed, last {status}")
+            self._give_up_on_caller(attempt)
             return
         delay = min(8.0, 0.5 * 2 ** (attempt.caller_failures - 1))
         retry_after = resp.headers.get("Retry-After") if resp is not None else None
@@ -601,8 +597,10 @@ class Call:
     def _give_up_on_caller(self, attempt: Attempt) -> None:
         if self.ended or attempt is not self.attempt:
             return
-        self.end(EndReason.CALLER_UNREACHABLE,
-                 detail=f"no answer to the move's re-INVITE within {self.c.routing.failover.caller_reinvite_give_up:g} s")
+        reason = EndReason.NO_COMPATIBLE_MEDIA if attempt.refused else EndReason.CALLER_UNREACHABLE
+        self.end(reason, detail=f"the move's re-INVITE of the caller did not succeed within "
+                                f"{self.c.routing.failover.caller_reinvite_give_up:g} s "
+                                f"({attempt.caller_failures} failed)")
 
     def _retry_caller(self, attempt: Attempt) -> None:
         if not self.ended and attempt is self.attempt:
@@ -613,10 +611,6 @@ class Call:
         self.event("caller_dialog_gone", answer_point=attempt.ap.name)
         self.upstream.forget("481 to re-INVITE")
         self.end(EndReason.CALLER_GONE)
-
-    def _incompatible(self, attempt: Attempt, why: str) -> None:
-        self.incompatible.add(attempt.ap.name)
-        self._move_failed(attempt, why, attempt.ap_offer)
 
     def _move_failed(self, attempt: Attempt, why: str, ap_offer: bytes | None) -> None:
         """The new leg is up but cannot carry the call: ACK and BYE it, hunt on."""

@@ -1450,6 +1450,11 @@ class Session:
             self._stop(h)
         self._glare = None
         queued, self._reinvites = list(self._reinvites), deque()
+        if self._pending_in is not None:
+            # §15.1.2: requests pending on a dialog that ends are answered 487.
+            request, key, _source = self._pending_in
+            self._pending_in = None
+            self.ua.respond(key, make_response(request, 487, to_tag=self.dialog.local_tag if self.dialog else None))
         if self.dialog is not None:
             self.dialog.state = TERMINATED
             self.ua.dialogs.pop(self.dialog.id, None)
