@@ -14,6 +14,8 @@ call is placed (with or without an SDP offer), and a list of ``(time, action, ar
 ``caller_reinvite``         the caller re-INVITEs call *i* (``change``: new media, else a refresh)
 ``caller_next_reinvite``    how the caller answers its next re-INVITE on call *i*: ``status``
                             (200, 491, 488, 408, 481, 500, or None: never answers) after ``delay``
+                            (``count``: the next so many);
+                            a party that answers 481 forgets the dialog (it means "no such dialog")
 ``ap_next_reinvite``        the same for the position ``ap``
 ``drop``                    lose the next ``n`` packets matching ``src``/``dst``/``method``/``kind``
 ``db_cut``                  the store is unreachable for ``seconds`` (writes queue, as the
@@ -55,6 +57,7 @@ The invariants (each a function over plain data, so each can be shown to fail on
   ``TRANSITIONS`` from ``routing``; every state the call was seen in (sampled after every clock
   step) is in that sequence; the last event is ``ended`` with an ``EndReason``; the row's
   ``state`` is the last state (and ``end_reason`` the ended event's).
+- ``provisional_gap``: a caller waiting for an answer gets a provisional at least every 60 s.
 - ``exception``: nothing raised on the clock, nothing logged at ERROR by ``ng911``.
 """
 from __future__ import annotations
@@ -182,7 +185,9 @@ def generate(seed: int) -> Schedule:
         if kind == "caller_reinvite":
             return kind, {"call": i, "change": rng.random() < 0.5}
         if kind == "caller_next_reinvite":
-            return kind, {"call": i, "status": status(), "delay": rng.choice([0.0, 0.0, 0.05, 1.0, 5.0])}
+            # count > 1: a caller that keeps failing (the give-up rule's case)
+            return kind, {"call": i, "status": status(), "delay": rng.choice([0.0, 0.0, 0.05, 1.0, 5.0]),
+                          "count": _pick(rng, [(1, 6), (3, 1), (50, 2)])}
         if kind == "ap_next_reinvite":
             return kind, {"ap": ap_ref(), "status": status(), "delay": rng.choice([0.0, 0.05, 1.0])}
         if kind == "drop":
@@ -425,6 +430,7 @@ class CallFacts:
     events: list[dict[str, Any]] = field(default_factory=list)
     row: dict[str, Any] | None = None
     observed_states: list[str] = field(default_factory=list)
+    current_state: str | None = None  # the controller's Call.state now
 
 
 def _ended_event(events: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -489,6 +495,38 @@ def check_caller_byes(facts: CallFacts, packets: Sequence[Packet], *, give_up: f
     return []
 
 
+def check_provisionals(facts: CallFacts, packets: Sequence[Packet], *, every: float = 60.0,
+                       until: float | None = None) -> list[Violation]:
+    """A caller waiting for an answer gets a provisional (other than 100) at least every
+    ``every`` seconds (RFC 3261 §13.3.1.1; DESIGN) until its INVITE's final response."""
+    mine = [p for p in packets if p.message is not None and p.message.call_id == facts.sip_call_id]
+    invite = next((p for p in mine if p.src_name == CALLER and p.is_request and p.method == "INVITE"
+                   and not p.message.to.tag), None)  # type: ignore[union-attr]
+    if invite is None or invite.delivered_at is None:
+        return []
+    seq = invite.message.cseq.seq  # type: ignore[union-attr]
+    final = next((p.sent_at for p in mine if p.src_name == CTL and p.method == "INVITE" and p.status is not None
+                  and p.status >= 200 and p.message.cseq.seq == seq), None)  # type: ignore[union-attr]
+    end = final if final is not None else until
+    if end is None:
+        return []
+    # the caller's CANCEL ends the wait too
+    cancel = next((p.delivered_at for p in mine if p.src_name == CALLER and p.method == "CANCEL"
+                   and p.delivered_at is not None), None)
+    if cancel is not None:
+        end = min(end, cancel)
+    marks = [invite.delivered_at] + [p.sent_at for p in mine if p.src_name == CTL and p.method == "INVITE"
+                                     and p.status is not None and 100 < p.status < 200
+                                     and p.message.cseq.seq == seq] + [end]  # type: ignore[union-attr]
+    marks.sort()
+    gaps = [b - a for a, b in zip(marks, marks[1:]) if b <= end]
+    worst = max(gaps) if gaps else 0.0
+    if worst > every:
+        return [("provisional_gap", f"call {facts.index} ({facts.call_id}): waited {worst:.1f} s without a provisional "
+                 f"(limit {every:.0f} s) before its INVITE's final response")]
+    return []
+
+
 def check_event_log(facts: CallFacts, *, final: bool) -> list[Violation]:
     """The event log holds every transition (``final``: the call must have ended by now)."""
     out: list[Violation] = []
@@ -530,6 +568,8 @@ def check_event_log(facts: CallFacts, *, final: bool) -> list[Violation]:
                 out.append(("event_log", f"{tag}: ended event but last logged state {states[-1]!r}"))
             if facts.row is not None and facts.row.get("end_reason") not in (None, reason):
                 out.append(("event_log", f"{tag}: row end_reason {facts.row.get('end_reason')!r} != ended event's {reason!r}"))
+    if facts.current_state is not None and facts.current_state != states[-1]:
+        out.append(("event_log", f"{tag}: the call is {facts.current_state} but its last logged state is {states[-1]!r}"))
     if facts.row is None:
         out.append(("event_log", f"{tag}: no call row in the store"))
     elif facts.row.get("state") != states[-1]:
@@ -667,6 +707,10 @@ class FaultRun:
                     session.accept_update(answer_to(offer, own, session.local_sdp))
             else:
                 session.reject_update(status)
+                if status == 481:
+                    # A party saying "no such dialog" must mean it: it forgets the dialog (a
+                    # rebooted phone, a restarted ESRP), and later requests on it get 481 too.
+                    _forget(session)
 
         if delay > 0:
             self.h.clock.callLater(delay, self._guard, answer)
@@ -780,7 +824,7 @@ class FaultRun:
         elif name == "caller_next_reinvite":
             cid = self._sip_call_id(args["call"])
             if cid is not None:
-                self.next_answer[("caller", cid)].append((args["status"], args.get("delay", 0.0)))
+                self.next_answer[("caller", cid)] += [(args["status"], args.get("delay", 0.0))] * args.get("count", 1)
         elif name == "ap_next_reinvite":
             ap = self._resolve_ap(args["ap"])
             if ap is not None:
@@ -936,6 +980,7 @@ class FaultRun:
                 f.events = self.h.store.events(call.call_id)
                 f.row = self.h.store.call(call.call_id)
                 f.observed_states = list(self.observed.get(call.call_id, []))
+                f.current_state = str(call.state)
                 if f.nena_call_id:
                     f.psap_call_ids = {p.message.call_id for p in packets  # type: ignore[union-attr]
                                        if p.src_name == CTL and p.is_request and p.method == "INVITE"
@@ -1004,6 +1049,9 @@ class FaultRun:
             elif free:
                 out.append(("not_connected", f"{tag}: still {state} after {self.settle:.0f} s of calm while "
                             f"{free} are up and free"))
+        for f in facts:
+            if f.call_id is not None:
+                out += check_event_log(f, final=False)
         # controller dialogs that belong to no live call
         known: set[str] = set()
         for f in facts:
@@ -1026,6 +1074,7 @@ class FaultRun:
         packets = h.net.packets
         for f in self._facts():
             out += check_caller_byes(f, packets, give_up=self.give_up)
+            out += check_provisionals(f, packets, until=h.now())
             if f.call_id is not None:
                 out += check_event_log(f, final=True)
         out += check_invite_overlap(packets, CTL, horizon=h.now())
@@ -1048,6 +1097,14 @@ class FaultRun:
             if s is not None and s.state != "terminated":
                 out.append(("caller_forgotten", f"call {i}: the caller's dialog is still {s.state} after it hung up"))
         return out
+
+
+def _forget(session: Session) -> None:
+    terminate = getattr(session, "_terminate", None)
+    if terminate is not None:
+        terminate("forgot the dialog (answered 481)", notify=False)
+    elif session.dialog is not None:  # pragma: no cover - a UA core without _terminate
+        session.ua.dialogs.pop(session.dialog.id, None)
 
 
 def _legs(call: Any) -> list[Session]:

@@ -58,11 +58,15 @@ def _summary(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
         lines.append("  violations by category (schedules, first seed): " + ", ".join(
             f"{c} {n} (seed {_stats['example'][c]})" for c, n in sorted(_stats["failed"].items())))
     lines.append("  coverage (schedules): " + ", ".join(f"{k} {v}" for k, v in sorted(_stats["coverage"].items())))
-    for line in lines:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # (teardown output is captured otherwise)
         if reporter is not None:
-            reporter.write_line(line)
-        else:  # pragma: no cover
-            print(line)
+            reporter.ensure_newline()
+        for line in lines:
+            if reporter is not None:
+                reporter.write_line(line)
+            else:  # pragma: no cover
+                print(line)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -79,7 +83,8 @@ def test_a_random_fault_schedule_keeps_every_invariant(seed: int) -> None:
         _stats["example"].setdefault(category, seed)
     if len(SEEDS) == 1:
         print(result.report())
-    assert not result.violations, result.report()
+    if result.violations:
+        pytest.fail(result.report(), pytrace=False)
 
 
 def test_the_same_seed_makes_the_same_schedule_and_its_literal_replays() -> None:
@@ -241,3 +246,17 @@ def test_the_event_log_check_finds_illegal_missing_and_unlogged_transitions() ->
     row = _facts("caller_hangup")
     row.row = {"state": "talking", "end_reason": "caller_hangup"}
     assert any("row state" in m for _, m in check_event_log(row, final=True))
+
+
+def test_the_provisional_check_finds_a_wait_of_more_than_a_minute_without_one() -> None:
+    from ng911.testing.faults import check_provisionals
+
+    invite = _request("INVITE", 1, to_tag=None)
+    facts = CallFacts(0, CID, call_id="node1-x")
+    quiet = _trace((0.0, "esrp", "ctl", invite), (0.1, "ctl", "esrp", _response(180, "INVITE", 1)),
+                   (70.0, "ctl", "esrp", _response(200, "INVITE", 1)))
+    [(category, _)] = check_provisionals(facts, quiet)
+    assert category == "provisional_gap"
+    kept = _trace((0.0, "esrp", "ctl", invite), (0.1, "ctl", "esrp", _response(180, "INVITE", 1)),
+                  (45.0, "ctl", "esrp", _response(180, "INVITE", 1)), (70.0, "ctl", "esrp", _response(200, "INVITE", 1)))
+    assert check_provisionals(facts, kept) == []
