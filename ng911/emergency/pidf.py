@@ -157,6 +157,10 @@ def _parse(data: bytes, max_bytes: int, max_elements: int) -> tuple[ET.Element, 
         raise PidfError(f"not well-formed XML ({message}, line {exc.lineno})") from None
     except (ValueError, LookupError):  # e.g. an encoding expat does not know
         raise PidfError("not well-formed XML") from None
+    finally:
+        # The handlers close over ``parser`` (parser → handler → cell → parser): a cycle per
+        # call that only the cyclic GC would free, and full collections are off (runtime.py).
+        parser = None
     return builder.close(), spans, data
 
 
