@@ -38,6 +38,9 @@ NAMING_CONVENTION = {
 }
 
 CALL_KINDS = ("emergency", "test", "other")
+#: ng911.call.state.CallState's words (the store sits below the call layer: a unit test keeps
+#: the two equal)
+CALL_STATES = ("routing", "ringing", "queued", "talking", "moving", "ended")
 LEG_ROLES = ("upstream", "psap")
 
 
@@ -103,6 +106,8 @@ class Call(ModelBase):
     __table_args__ = (
         sa.CheckConstraint(
             "kind IN (" + ", ".join(f"'{k}'" for k in CALL_KINDS) + ")", name="kind_known"),
+        sa.CheckConstraint(
+            "state IN (" + ", ".join(f"'{s}'" for s in CALL_STATES) + ")", name="state_known"),
         sa.Index(None, "state"),
         sa.Index(None, "created_at"),
         sa.Index(None, "owner_node", "owner_epoch"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from alembic.runtime.migration import MigrationContext
 from ng911.store import migrate, schema_status
 from ng911.store.db import downgrade, engine_for, migrations_dir
 from ng911.store.models import metadata
+from ng911.call.state import CallState
+from ng911.store.models import CALL_STATES
 from tests.pg import postgres_url
 
 TABLES = {"nodes", "calls", "legs", "call_events", "answer_points", "ap_health_events",
@@ -50,10 +53,13 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path, pg_server: str):  
             yield url
 
 
+HEAD = "0002"
+
+
 def test_upgrade_an_empty_database_to_head(empty_url: str) -> None:
-    assert schema_status(empty_url) == ("empty", None, "0001")
+    assert schema_status(empty_url) == ("empty", None, HEAD)
     migrate(empty_url)
-    assert schema_status(empty_url) == ("current", "0001", "0001")
+    assert schema_status(empty_url) == ("current", HEAD, HEAD)
     assert tables(empty_url) == TABLES
     migrate(empty_url)  # again: nothing to do
     assert schema_status(empty_url).state == "current"
@@ -127,18 +133,40 @@ def test_status_behind_when_the_code_has_a_newer_revision(tmp_path: Path) -> Non
     migrate(url)
     newer = tmp_path / "migrations"
     shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0002_more.py").write_text(
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\n'
+    (newer / "versions" / "9999_more.py").write_text(
+        f'revision = "9999"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
         'depends_on = None\n\n\ndef upgrade() -> None:\n    pass\n\n\n'
         'def downgrade() -> None:\n    pass\n')
-    assert schema_status(url, script_location=newer) == ("behind", "0001", "0002")
+    assert schema_status(url, script_location=newer) == ("behind", HEAD, "9999")
     migrate(url, script_location=newer)
-    assert schema_status(url, script_location=newer) == ("current", "0002", "0002")
+    assert schema_status(url, script_location=newer) == ("current", "9999", "9999")
     # and the older code, facing a database migrated by newer code:
-    assert schema_status(url) == ("unknown", "0002", "0001")
+    assert schema_status(url) == ("unknown", "9999", HEAD)
 
 
 def test_migrations_are_found_from_the_package() -> None:
     path = migrations_dir()
     assert (path / "env.py").is_file()
-    assert sorted(p.name for p in (path / "versions").glob("*.py")) == ["0001_initial.py"]
+    assert sorted(p.name for p in (path / "versions").glob("*.py")) == ["0001_initial.py", "0002_call_state_check.py"]
+
+
+def test_a_call_row_holds_only_a_state_of_the_state_machine(empty_url: str) -> None:
+    migrate(empty_url)
+    engine = engine_for(empty_url)
+    try:
+        calls = sa.Table("calls", sa.MetaData(), autoload_with=engine)
+        row = {"sip_call_id": "x", "kind": "emergency", "caller": "sip:a@b", "request_uri": "urn:service:sos",
+               "additional_data": [], "headers": {}, "owner_node": "n1", "owner_epoch": 1}
+        insert = calls.insert().values(**row)
+        now = datetime.now(timezone.utc)
+        with engine.begin() as conn:
+            for state in CallState:
+                conn.execute(insert, {"call_id": state.value, "state": state.value, "created_at": now, "updated_at": now})
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(insert, {"call_id": "bad", "state": "answered", "created_at": now, "updated_at": now})
+    finally:
+        engine.dispose()
+
+
+def test_the_store_knows_every_call_state_by_its_one_word() -> None:
+    assert CALL_STATES == tuple(s.value for s in CallState)
