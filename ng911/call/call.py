@@ -47,7 +47,7 @@ from ng911.sip.timerwheel import TimerHandle
 from ng911.sip.ua import Session
 
 if TYPE_CHECKING:
-    from ng911.call.controller import Controller
+    from ng911.call.port import CallPort
 
 log = logging.getLogger("ng911.call")
 
@@ -80,7 +80,7 @@ class Attempt:
 
 
 class Call:
-    def __init__(self, controller: Controller, upstream: Session, request: Request, *, call_id: str,
+    def __init__(self, controller: CallPort, upstream: Session, request: Request, *, call_id: str,
                  kind: str, queue: str, content: dict[str, Any], forward_headers: list[tuple[str, str]]) -> None:
         self.c = controller
         self.upstream = upstream
@@ -146,7 +146,7 @@ class Call:
 
     def _arm_keepalive(self) -> None:
         interval = self.c.routing.failover.queue_provisional_interval
-        self._keepalive = self.c.ua.timers.call_at(self.c.now() + interval, lambda at: self._provisional_due())
+        self._keepalive = self.c.call_at(self.c.now() + interval, lambda at: self._provisional_due())
 
     def _provisional_due(self) -> None:
         """RFC 3261 §13.3.1.1: a caller not answered yet hears from us at least every minute,
@@ -201,13 +201,13 @@ class Call:
         self.backoff = initial if self.backoff == 0 else min(cap, self.backoff * 2)
         self._to(QUEUED if self.state in UNANSWERED else self.state, "waiting", backoff=self.backoff)
         self.c.queue_wait_started(self)
-        self._retry = self.c.ua.timers.call_at(self.c.now() + self.backoff, lambda at: self._wake())
+        self._retry = self.c.call_at(self.c.now() + self.backoff, lambda at: self._wake())
         self._unwait = self.c.pool.wait(self._wake)
 
     def _wake(self) -> None:
         self._cancel_wait()
         if not self.ended and self.attempt is None:
-            self.c.ua.timers.call_at(self.c.now(), lambda at: self.hunt())
+            self.c.call_at(self.c.now(), lambda at: self.hunt())
 
     def _cancel_wait(self) -> None:
         if self._retry is not None:
@@ -233,7 +233,7 @@ class Call:
         if history:
             headers = [h for h in headers if h[0].lower() != "history-info"] + history
         from_addr = self.c.psap_from(self)
-        leg = self.c.ua.invite(
+        leg = self.c.invite(
             target,
             from_uri=from_addr,
             to_uri=f"<{target}>",
@@ -254,9 +254,9 @@ class Call:
                  answer_point=attempt.ap.name, target=target, offer=with_offer)
         spec = attempt.ap.spec
         now = self.c.now()
-        attempt.timers.append(self.c.ua.timers.call_at(now + spec.no_provisional_timeout,
+        attempt.timers.append(self.c.call_at(now + spec.no_provisional_timeout,
                                                        lambda at: self._attempt_timeout(attempt, "no provisional")))
-        attempt.timers.append(self.c.ua.timers.call_at(now + spec.ring_timeout,
+        attempt.timers.append(self.c.call_at(now + spec.ring_timeout,
                                                        lambda at: self._attempt_timeout(attempt, "ring timeout")))
 
     def _attempt_timeout(self, attempt: Attempt, why: str) -> None:
@@ -463,10 +463,9 @@ class Call:
             return
         attempt.ap_offer = ap_offer
         now = attempt.reinvite_started = self.c.now()
-        timers = self.c.ua.timers
-        attempt.timers.append(timers.call_at(now + KEEP_POSITION_AFTER, lambda at: self._keep_position(attempt)))
+        attempt.timers.append(self.c.call_at(now + KEEP_POSITION_AFTER, lambda at: self._keep_position(attempt)))
         limit = self.c.routing.failover.caller_reinvite_give_up
-        attempt.timers.append(timers.call_at(now + limit, lambda at: self._give_up_on_caller(attempt)))
+        attempt.timers.append(self.c.call_at(now + limit, lambda at: self._give_up_on_caller(attempt)))
         self._reinvite_caller(attempt)
 
     def _move_offer(self, attempt: Attempt) -> bytes | None:
@@ -592,7 +591,7 @@ class Call:
         if retry_after and retry_after.split(";")[0].strip().isdigit():
             delay = max(delay, float(retry_after.split(";")[0].strip()))
         delay = min(delay, max(0.0, started + limit - self.c.now()))
-        attempt.timers.append(self.c.ua.timers.call_at(self.c.now() + delay, lambda at: self._retry_caller(attempt)))
+        attempt.timers.append(self.c.call_at(self.c.now() + delay, lambda at: self._retry_caller(attempt)))
 
     def _give_up_on_caller(self, attempt: Attempt) -> None:
         if self.ended or attempt is not self.attempt:
@@ -648,7 +647,7 @@ class Call:
         if interval <= 0 or self.psap is None:
             return
         self._stop_probe()
-        self._probe = self.c.ua.timers.call_at(self.c.now() + interval, lambda at: self._send_probe())
+        self._probe = self.c.call_at(self.c.now() + interval, lambda at: self._send_probe())
 
     def _stop_probe(self) -> None:
         if self._probe is not None:
@@ -674,7 +673,7 @@ class Call:
             elif why is not None:
                 self.fail_over(why)
 
-        guard = self.c.ua.timers.call_at(self.c.now() + timeout,
+        guard = self.c.call_at(self.c.now() + timeout,
                                          lambda at: result(False, FailoverCause.OPTIONS_TIMEOUT))
 
         def on_response(resp: Response) -> None:

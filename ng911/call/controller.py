@@ -15,12 +15,14 @@ from typing import Any, Callable, Iterable
 from ng911.call.call import Call
 from ng911.call.state import CallState, EndReason, FailoverCause
 from ng911.call.observer import CallObserver
+from ng911.call.port import CallPort
 from ng911.call.overload import OverloadGuard
 from ng911.emergency import append_history, classify, ensure_ids, extract, headers_to_forward
 from ng911.routing.model import RoutingSpec
 from ng911.routing.pool import Pool
 from ng911.sip.headers import parse_name_addr
 from ng911.sip.message import Request, Response
+from ng911.sip.timerwheel import TimerHandle
 from ng911.sip.ua import Session, UaHandler, UserAgent
 
 log = logging.getLogger("ng911.controller")
@@ -78,12 +80,21 @@ class Controller(UaHandler):
         self.calls: dict[str, Call] = {}
         self.on_call_ended: Callable[[Call], None] | None = None
         self.overload = OverloadGuard()
+        #: what calls are built on: this controller, seen through the narrow CallPort
+        self.call_port: CallPort = self
 
     def attach(self, ua: UserAgent) -> None:
         self.ua = ua
 
+    # --- the CallPort (ng911.call.port): all a Call sees of the node ---------------------
     def now(self) -> float:
         return self.ua.now()
+
+    def call_at(self, when: float, fn: Callable[[float], None]) -> TimerHandle:
+        return self.ua.timers.call_at(when, fn)
+
+    def invite(self, target: str, **kwargs: Any) -> Session:
+        return self.ua.invite(target, **kwargs)
 
     # --- admission ------------------------------------------------------------------------
     def _trusted(self, source: Any) -> bool:
@@ -125,7 +136,7 @@ class Controller(UaHandler):
         info = _content_record(extract(request))
         forward = headers_to_forward(request)
         call_id = f"{self.node}-{secrets.token_hex(6)}"
-        call = Call(self, session, request, call_id=call_id, kind=kind, queue=queue, content=info, forward_headers=forward)
+        call = Call(self.call_port, session, request, call_id=call_id, kind=kind, queue=queue, content=info, forward_headers=forward)
         session.user_data["call"] = call
         session.user_data["role"] = "upstream"
         self.calls[call_id] = call

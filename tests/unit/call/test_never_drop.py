@@ -8,6 +8,7 @@ import gc
 import pytest
 
 from ng911 import sdp as sdplib
+from ng911.call.port import MEMBERS
 from ng911.call.sdpbody import sdp_of
 from ng911.call.state import TRANSITIONS, CallState
 from ng911.routing.model import FailoverSpec
@@ -282,3 +283,33 @@ def test_thousands_of_calls_leave_nothing_keyed_by_a_finished_call() -> None:
         assert gc.collect() == 0  # nothing was waiting for the cyclic collector
     finally:
         gc.enable()
+
+
+# --- the seam: a Call sees the node only through CallPort ------------------------------------
+
+
+class _StrictPort:
+    """The controller seen through ng911.call.port.CallPort and nothing else."""
+
+    def __init__(self, controller: object) -> None:
+        self._controller = controller
+
+    def __getattr__(self, name: str) -> object:
+        if name not in MEMBERS:
+            raise AttributeError(f"Call reached past its port for {name!r}")
+        return getattr(self._controller, name)
+
+
+def test_a_call_uses_nothing_of_the_controller_but_its_port() -> None:
+    h = harness()
+    h.controller.call_port = _StrictPort(h.controller)  # type: ignore[assignment]
+    call = talking(h)
+    h.ap("ap1").die()
+    h.run(8.0)
+    assert h.row()["answer_point"] == "ap2"
+    h.ap("ap2").refer("sip:ap3@10.0.1.3:5060")
+    h.run(4.0)
+    assert h.row()["answer_point"] == "ap3"
+    call.bye()
+    h.run(1.0)
+    assert h.row()["end_reason"] == "caller_hangup" and h.controller.calls == {}
