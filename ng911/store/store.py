@@ -31,8 +31,8 @@ How a write travels::
   remembered as *unstored*: its later writes match no row, and that is **not** an ownership
   loss (no ``on_fenced``): the call carries on, only its record is missing (and logged).
 - **Bounded backlog** (DESIGN: "Memory stays bounded"). The queue coalesces as it goes: a
-  call's queued updates merge into one (into its still-queued ``call_created`` row even), a
-  leg's queued saves keep only the last. Past ``high_water`` queued ops the store is
+  call's queued updates merge into one (never into its row: an update the database refuses
+  must not cost the call its row), a leg's queued saves keep only the last. Past ``high_water`` queued ops the store is
   *backlogged*: an alarm (``backlogged``, a warning log; cleared below ``low_water``), the
   controller refuses new non-emergency calls (``OverloadGuard``), new events of
   non-emergency calls (kind ``other``/``test``) are shed, and new events of emergency calls
@@ -493,10 +493,8 @@ class SqlStore:
         """Merge ``op`` into a still-queued op it supersedes; True when merged."""
         if op.kind == "updated":
             assert op.call_id is not None and op.owner is not None
-            row = self._row_ops.get(op.call_id)
-            if row is not None and (row.values["owner_node"], row.values["owner_epoch"]) == op.owner:
-                row.values.update(op.values)
-                return True
+            # (never merged into a queued call_created row: an update the database refuses
+            # must not cost the call its row)
             queued = self._update_ops.get((op.call_id, op.owner))
             if queued is not None:
                 queued.values.update(op.values)
@@ -722,7 +720,26 @@ class SqlStore:
                 self._report_fenced(fenced)
 
     def _rejected(self, op: _Op, e: BaseException) -> None:
-        """A permanent error on ``op`` alone: try it once without its detail, else drop it."""
+        """A permanent error on ``op`` alone: try it once without its detail (an update: field
+        by field), else drop it."""
+        if op.kind == "updated" and len(op.values) > 2:
+            stamp = {k: v for k, v in op.values.items() if k == "updated_at"}
+            kept = 0
+            for key, value in op.values.items():
+                if key == "updated_at":
+                    continue
+                try:
+                    self._report_fenced(self._apply([_Op(op.kind, op.call_id, op.owner,
+                                                         {key: value, **stamp})]))
+                    kept += 1
+                except Exception as e2:
+                    if _retryable(e2):
+                        raise
+            if kept:
+                self._count_error(op.kind, "degraded")
+                log.error("store: update of call %s stored in part (%d of %d fields): %s",
+                          op.call_id, kept, len(op.values) - len(stamp), _brief(e))
+                return
         reduced = _degraded(op, _brief(e))
         if reduced is not None:
             try:

@@ -135,7 +135,7 @@ def test_events_keep_their_order_per_call_across_interleaved_calls(store: CallSt
         cid = ids[n % 3]
         store.event(cid, owner, "tick", T0 + n, {"n": n})
         if n % 10 == 0:
-            store.call_updated(cid, owner, state=f"s{n}")
+            store.call_updated(cid, owner, state=("ringing", "talking")[n % 2])
     settle(store)
     for i, cid in enumerate(ids):
         assert [e["data"]["n"] for e in store.events(cid)] == list(range(i, 150, 3))

@@ -160,3 +160,26 @@ def test_a_permanent_error_costs_one_op_and_never_the_call(
         assert store.events("c1")[-1]["kind"] == "later" and fenced == []
     finally:
         store.stop()
+
+
+def test_an_update_the_database_refuses_is_stored_field_by_field_and_never_costs_the_row(
+        db: str) -> None:
+    # calls.state is CHECKed to the state machine's words: "bogus" is refused for good
+    store = SqlStore(db, linger=0.05)
+    fenced: list[str] = []
+    store.on_fenced = fenced.append
+    store.start()
+    try:
+        epoch = store.register_node("n1")
+        owner = ("n1", epoch)
+        store.call_created(make_call("c1", "n1", epoch))
+        store.call_updated("c1", owner, state="talking")
+        store.call_updated("c1", owner, state="bogus", queue="q9")  # merged with the one above
+        store.event("c1", owner, "after", T0, {})
+        settle(store)
+        call = store.call("c1")
+        assert call is not None and (call["state"], call["queue"]) == ("routing", "q9")
+        assert [e["kind"] for e in store.events("c1")] == ["after"]
+        assert store.write_errors == {("updated", "degraded"): 1} and fenced == []
+    finally:
+        store.stop()

@@ -29,7 +29,7 @@ def queued(store: SqlStore) -> list[tuple[str, str | None]]:
     return [(op.kind, op.call_id) for op in store._queue]
 
 
-def test_a_calls_updates_merge_into_its_queued_row_and_a_legs_saves_keep_the_last(store) -> None:
+def test_a_calls_updates_merge_into_one_and_a_legs_saves_keep_the_last(store) -> None:
     store.call_created(REC)
     store.call_updated("c1", OWNER, state="ringing", answer_point="ap1")
     store.leg_saved("c1", OWNER, "psap", {"n": 1}, None, None, "ap1")
@@ -37,11 +37,13 @@ def test_a_calls_updates_merge_into_its_queued_row_and_a_legs_saves_keep_the_las
     store.call_updated("c1", OWNER, state="talking")
     store.leg_saved("c1", OWNER, "psap", {"n": 2}, None, b"v=0", "ap2")
     store.call_updated("c1", ("n1", 9), state="stale")  # another owner: never merged
-    assert queued(store) == [("created", "c1"), ("leg", "c1"), ("event", "c1"), ("updated", "c1")]
-    row, leg = store._queue[0].values, store._queue[1].values
-    assert (row["state"], row["answer_point"]) == ("talking", "ap1")
+    assert queued(store) == [("created", "c1"), ("updated", "c1"), ("leg", "c1"), ("event", "c1"),
+                             ("updated", "c1")]
+    row, upd, leg = (op.values for op in list(store._queue)[:3])
+    assert row["state"] == "routing"  # the row as created: updates never merge into it
+    assert (upd["state"], upd["answer_point"]) == ("talking", "ap1")
     assert (leg["dialog"], leg["answer_point"], leg["remote_sdp"]) == ({"n": 2}, "ap2", b"v=0")
-    assert store.coalesced == 3 and store.queue_depth == 4
+    assert store.coalesced == 2 and store.queue_depth == 5
 
 
 def test_past_high_water_events_lose_detail_and_non_emergency_events_go(store) -> None:
@@ -65,8 +67,8 @@ def test_past_the_hard_limit_only_emergency_records_queue(store) -> None:
     store.call_updated("other", OWNER, state="ended", ended_at=9.0)
     store.ap_health("ap1", "sip:ap1@h", False, 9.0)
     store.event("c1", OWNER, "ended", 40.0, {"why": "bye"})
-    store.call_updated("c1", OWNER, state="ended", ended_at=9.0)  # merged into the queued row
-    assert store.queue_depth == 41 and queued(store)[-1] == ("event", "c1")
+    store.call_updated("c1", OWNER, state="ended", ended_at=9.0)  # an emergency call's row
+    assert store.queue_depth == 42 and queued(store)[-2:] == [("event", "c1"), ("updated", "c1")]
     assert store.shed == {"call": 1, "updated": 1, "health": 1, "event_detail": 1}
     assert "other" in store._unstored  # its later writes will not read as a lost ownership
 
