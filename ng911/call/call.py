@@ -42,7 +42,9 @@ from ng911.call.state import (
     check,
 )
 from ng911.routing.pool import AnswerPoint
-from ng911.sip.message import Request, Response
+from ng911.sip.headers import quote_string
+from ng911.sip.message import Headers, Request, Response
+from ng911.sip.uri import parse_uri
 from ng911.sip.timerwheel import TimerHandle
 from ng911.sip.ua import Session
 
@@ -112,6 +114,60 @@ class Call:
         self._relay: object | None = None  # token of the offer being relayed between the legs
         self._keepalive: TimerHandle | None = None
         self._last_provisional = self.created
+
+    # --- rebuilt from the store (a node taking a call over) ---------------------------------
+    @classmethod
+    def restore(cls, port: CallPort, row: dict[str, Any], *, upstream: Session, psap: Session) -> Call:
+        """The call of a stored ``row`` (``calls`` + its ``legs``), around two adopted
+        sessions (`UserAgent.adopt`). Only a TALKING call can be rebuilt so far: a ringing,
+        queued or moving one needs the upstream INVITE's transaction state, which the store
+        does not hold yet (the cluster issue). The caller's INVITE is rebuilt from the row:
+        its identity and ids, not its body — a move of a restored call carries no PIDF-LO."""
+        state = CallState(row["state"])
+        if state is not TALKING:
+            raise ValueError(f"a call in state {state.value} cannot be restored yet")
+        request = _invite_of_row(row, upstream)
+        content = {k: row.get(k) for k in ("nena_call_id", "nena_incident_id", "location", "additional_data", "headers")}
+        call = cls(port, upstream, request, call_id=row["call_id"], kind=row["kind"], queue=row["queue"],
+                   content=content, forward_headers=[])
+        call.state = TALKING
+        call.created, call.answered_at = row["created_at"], row.get("answered_at")
+        legs = row.get("legs", {})
+        call.caller_offer = (legs.get("upstream") or {}).get("remote_sdp")
+        call.last_sent_up, call.last_sent_ap = upstream.local_sdp, psap.local_sdp
+        call.rang_upstream = True
+        call.psap = psap
+        call.psap_ap = port.pool.aps.get(row.get("answer_point") or "")
+        if call.psap_ap is not None:
+            port.pool.acquire(call.psap_ap)
+            psap.user_data["ap"] = call.psap_ap.name
+        upstream.user_data.update(call=call, role="upstream", last_offer=upstream.remote_sdp)
+        psap.user_data.update(call=call, last_offer=psap.remote_sdp)
+        return call
+
+    def resume(self) -> None:
+        """Carry on a restored call: a target refresh of both legs (re-INVITE with our
+        Contact and the last SDP, version + 1), so the peers' in-dialog requests come here."""
+        self.event("resumed", answer_point=self.psap_ap.name if self.psap_ap else None)
+        for leg, last in ((self.upstream, self.last_sent_up), (self.psap, self.last_sent_ap)):
+            if leg is None or last is None:
+                continue
+            offer = _versioned_always(last)
+            leg.reinvite(offer, fail_session=leg is not self.upstream,
+                         on_done=lambda resp, leg=leg: self._refreshed(leg, resp))
+        self._start_probe()
+
+    def _refreshed(self, leg: Session, resp: Response | None) -> None:
+        if resp is None or not 200 <= resp.status < 300:
+            if leg is self.upstream and resp is not None and resp.status == 481:
+                self.upstream.forget("481 to the target refresh")
+                self.end(EndReason.CALLER_GONE)
+            return
+        if leg is self.upstream:
+            self.last_sent_up = leg.local_sdp
+        else:
+            self.last_sent_ap = leg.local_sdp
+        self.c.save_legs(self)
 
     # --- helpers --------------------------------------------------------------------------
     def event(self, kind: str, /, **data: Any) -> None:
@@ -890,6 +946,24 @@ def _versioned(last_sent: bytes | None, desc: bytes | None) -> bytes | None:
         return sdplib.versioned(sdplib.parse(last_sent), sdplib.parse(desc)).to_bytes()
     except (sdplib.SdpParseError, ValueError):
         return desc
+
+
+def _versioned_always(desc: bytes) -> bytes:
+    """The same description, o= version + 1 (a target refresh re-offers what the peer has)."""
+    try:
+        parsed = sdplib.parse(desc)
+        return parsed.with_origin(parsed.origin.next_version()).to_bytes()
+    except (sdplib.SdpParseError, ValueError, AttributeError):
+        return desc
+
+
+def _invite_of_row(row: dict[str, Any], upstream: Session) -> Request:
+    """The caller's INVITE as far as a stored call row tells it (identity and ids, no body)."""
+    display = row.get("caller_display")
+    caller = f"{quote_string(display)} <{row['caller']}>" if display else f"<{row['caller']}>"
+    headers = Headers([("From", f"{caller};tag={upstream.dialog.remote_tag if upstream.dialog else 'x'}"),
+                       ("To", f"<{row['request_uri']}>"), ("Call-ID", row["sip_call_id"]), ("CSeq", "1 INVITE")])
+    return Request("INVITE", parse_uri(row["request_uri"]), headers, b"")
 
 
 def _all_rejected(offer: bytes) -> bytes | None:

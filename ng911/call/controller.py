@@ -283,6 +283,24 @@ class Controller(UaHandler):
         if self.on_call_ended is not None:
             self.on_call_ended(call)
 
+    # --- a call taken over ----------------------------------------------------------------
+    def restore_call(self, row: dict[str, Any]) -> Call:
+        """Adopt the stored dialogs of a talking call (``row``: a calls row with its ``legs``)
+        and carry it on from here: both legs get a target refresh. Who may take a call over
+        (leases, fencing) is the cluster's business; this is the mechanism."""
+        if CallState(row["state"]) is not CallState.TALKING:
+            raise ValueError(f"a call in state {row['state']} cannot be restored yet")
+        legs = row["legs"]
+        up, ap = legs["upstream"], legs["psap"]
+        upstream = self.ua.adopt(up["dialog"], local_sdp=up["local_sdp"], remote_sdp=up["remote_sdp"])
+        psap = self.ua.adopt(ap["dialog"], local_sdp=ap["local_sdp"], remote_sdp=ap["remote_sdp"],
+                             session_interval=self.routing.failover.session_expires)
+        call = Call.restore(self.call_port, row, upstream=upstream, psap=psap)
+        self.calls[call.call_id] = call
+        self.observer.restored(call)
+        call.resume()
+        return call
+
     # --- operator / drill -----------------------------------------------------------------
     def fail_over_answer_point(self, name: str, reason: FailoverCause | str = FailoverCause.AP_DOWN) -> int:
         """Move every call connected to answer point ``name`` (health said down, or a drill)."""

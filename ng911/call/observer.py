@@ -84,6 +84,10 @@ class CallObserver:
         self.event(call, "received", kind=call.kind, caller=str(req.from_.uri), request_uri=str(req.uri),
                    sip_call_id=req.call_id, nena_call_id=call.nena_call_id)
 
+    def restored(self, call: Call) -> None:
+        """A call taken over from the store: live again on this node."""
+        self.metrics.active_calls.labels(kind=call.kind).inc()
+
     def refused(self, request: Request, reason: str, kind: str = "other") -> None:
         log.warning("call refused: %s kind=%s call-id=%s from=%s", reason, kind, request.call_id, request.headers.get("From"))
         self.metrics.calls.labels(kind=kind, outcome="rejected").inc()

@@ -44,6 +44,8 @@ log = logging.getLogger("ng911.sip.ua")
 ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK", "UPDATE", "INFO", "REFER", "NOTIFY", "MESSAGE")
 SUPPORTED = ("100rel", "timer", "replaces")
 KNOWN_NOT_ALLOWED = ("REGISTER", "SUBSCRIBE", "PUBLISH")
+#: how far an adopted dialog's CSeq jumps past the stored one (DESIGN "Cluster")
+CSEQ_GAP = 1000
 
 # session states
 INCOMING, CALLING, SESSION_EARLY, ANSWERED, SESSION_CONFIRMED, SESSION_TERMINATED = (
@@ -342,6 +344,48 @@ class UserAgent:
         session.dest = dest
         self._early[(request.call_id, tag)] = session
         session._send_invite(request)
+        return session
+
+    def adopt(
+        self,
+        dialog: dict[str, Any],
+        *,
+        local_sdp: bytes | None,
+        remote_sdp: bytes | None,
+        cseq_gap: int = CSEQ_GAP,
+        session_interval: int | None = None,
+        peer_allow: frozenset[str] | set[str] = frozenset(),
+    ) -> Session:
+        """Take over a confirmed dialog stored by another UA (``Dialog.to_dict``): a session
+        for it, registered so that the peer's in-dialog requests reach it. Our CSeq jumps
+        ``cseq_gap`` past the stored one: the UA that stored it may have sent requests after
+        its last write. Nothing is sent; a target refresh (``reinvite``) tells the peer our
+        Contact."""
+        d = Dialog.from_dict(dialog)
+        d.state = CONFIRMED
+        d.local_seq = (d.local_seq or 0) + cseq_gap
+        # The dialog-creating INVITE as the session knows it: its Call-ID and tags, from the
+        # side that sent it (role uac: us).
+        local = f"{d.local_uri};tag={d.local_tag}"
+        remote = f"{d.remote_uri};tag={d.remote_tag}"
+        from_, to = (local, remote) if d.is_uac else (remote, local)
+        items = [("From", from_), ("To", to), ("Call-ID", d.call_id), ("CSeq", "1 INVITE")]
+        if peer_allow and not d.is_uac:
+            items.append(("Allow", ", ".join(sorted(m.upper() for m in peer_allow))))
+        invite = Request("INVITE", parse_uri(d.remote_target),
+                         Headers(items), b"")
+        session = Session(self, role="uac" if d.is_uac else "uas", invite=invite)
+        session.dialog = d
+        session.state = SESSION_CONFIRMED
+        session.local_sdp, session.remote_sdp = local_sdp, remote_sdp
+        if d.is_uac and peer_allow:
+            session.user_data["peer_allow"] = frozenset(m.lower() for m in peer_allow)
+        probe = d.create_request("OPTIONS", cseq=d.local_seq)
+        session.dest = session.source = self.port.destination(probe, _next_hop(probe))
+        if session_interval:
+            session.session_interval, session.refresher = session_interval, session.role  # we refresh
+        self.dialogs[d.id] = session
+        session._start_session_timer()
         return session
 
     def _on_stray_response(self, response: Response) -> None:
