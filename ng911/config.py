@@ -130,6 +130,8 @@ class HttpSettings:
 class DatabaseSettings:
     url: str  # the effective SQLAlchemy URL: env override, config, or sqlite:///<sqlite_path>
     sqlite_path: Path  # absolute; the embedded database used when no URL is given
+    backlog_high_water: int = 10_000  # queued writes that raise the backlog alarm
+    backlog_max_queue: int = 50_000  # queued writes past which only emergency records are kept
 
     @property
     def dialect(self) -> str:
@@ -538,6 +540,15 @@ KEYS: tuple[Key, ...] = (
     Key("database.sqlite_path", "path", "var/ng911.sqlite",
         "The embedded SQLite file used when no URL is given; relative paths are relative to the "
         "directory of the config file.", _path),
+    Key("database.backlog_high_water", "integer", 10_000,
+        "Writes queued (the database slow or down) that raise the backlog alarm "
+        "(`ng911_store_backlogged`, cleared below half of it): non-emergency calls are then refused "
+        "with 503 and their events shed; emergency calls are always taken and their records kept.",
+        _integer(minimum=10, maximum=10_000_000)),
+    Key("database.backlog_max_queue", "integer", 50_000,
+        "Writes queued past which every write of a non-emergency call is shed: memory then grows "
+        "only with the emergency calls taken during the outage. >= `backlog_high_water`.",
+        _integer(minimum=10, maximum=10_000_000)),
 
     Key("media", TABLE, None, "The media server that plays announcements."),
     Key("media.treatment_uri", "SIP URI", None,
@@ -775,7 +786,12 @@ def _build_database(d: dict[str, Any], cluster: ClusterSettings, base_dir: Path)
     if not sqlite_path.is_absolute():
         sqlite_path = base_dir / sqlite_path
     url = d["url"] or f"sqlite:///{sqlite_path}"
-    settings = DatabaseSettings(url=url, sqlite_path=sqlite_path)
+    if d["backlog_max_queue"] < d["backlog_high_water"]:
+        raise ConfigError("database.backlog_max_queue",
+                          f"must be >= database.backlog_high_water ({d['backlog_high_water']}), "
+                          f"got {d['backlog_max_queue']}")
+    settings = DatabaseSettings(url=url, sqlite_path=sqlite_path, backlog_high_water=d["backlog_high_water"],
+                                backlog_max_queue=d["backlog_max_queue"])
     if cluster.enabled and settings.dialect != "postgresql":
         raise ConfigError(
             "database.url",

@@ -176,7 +176,9 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
     node = settings.node.name
     if store is None:
         check = None if settings.database.url.startswith("sqlite") else store_db.require_current_schema
-        store = SqlStore(settings.database.url, node=node, check_schema=check)
+        store = SqlStore(settings.database.url, node=node, check_schema=check,
+                         high_water=settings.database.backlog_high_water,
+                         max_queue=settings.database.backlog_max_queue)
     if getattr(store, "node", None) == node and hasattr(store, "on_registered"):
         epoch: int | None = None  # registered by the store's writer once the database answers
     else:
