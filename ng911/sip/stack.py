@@ -38,13 +38,18 @@ class SipStack:
         self.reactor = reactor
         self.host = host
         self.trace = trace
-        self.manager = TransportManager(reactor, self._on_bytes, self._on_transport_error, trace=trace)
+        self.manager = TransportManager(reactor, self._on_bytes, self._on_transport_error,
+                                        on_connection_lost=self._on_connection_lost, trace=trace)
         self.ua = UserAgent(self, reactor, handler, config)
         self.ports: dict[str, int] = {}
         self._want = {"UDP": udp_port, "TCP": tcp_port}
         self._alarm = Alarm(reactor, self._tick)
         self.parse_errors = 0
         self.observer = observer  # sees ("sent" | "received", message, flow/destination)
+        # Told ((host, port), reason) when a send to that address failed (connection refused or
+        # reset, ICMP unreachable) or a stream connection with it was closed by the far end:
+        # the health monitor probes an answer point there at once.
+        self.transport_listeners: list[Callable[[tuple[str, int], str], None]] = []
 
     def listen(self) -> None:
         udp, tcp = self._want["UDP"], self._want["TCP"]
@@ -104,7 +109,19 @@ class SipStack:
         log.info("transport error on %s: %s", flow, error)
         self.ua.transport_error(flow, str(error))
         self.ua.transport_error(flow.destination if hasattr(flow, "destination") else flow, str(error))
+        self._tell(flow.remote, error.reason)
         self.wake()
+
+    def _on_connection_lost(self, flow: Flow, reason: str) -> None:
+        self._tell(flow.remote, "%s connection closed by the far end (%s)" % (flow.transport, reason))
+        self.wake()
+
+    def _tell(self, remote: tuple[str, int], reason: str) -> None:
+        for listener in list(self.transport_listeners):
+            try:
+                listener(remote, reason)
+            except Exception:
+                log.exception("transport listener failed for %s", remote)
 
     # --- the one timer -------------------------------------------------------------------------
     def wake(self) -> None:

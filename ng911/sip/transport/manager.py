@@ -28,7 +28,7 @@ from ng911.sip.transport.rules import (
     via_for,
 )
 from ng911.sip.transport.stream import StreamTransport, TcpTransport
-from ng911.sip.transport.udp import SipDatagramProtocol
+from ng911.sip.transport.udp import SipDatagramProtocol, listen_udp as _listen_udp
 
 __all__ = [
     "MTU_SIZE_LIMIT",
@@ -54,12 +54,15 @@ class TransportManager:
     """Owns the listening sockets and stream connections; ``send`` picks the right one.
 
     ``on_message(data, flow)`` gets every received message (datagram or framed stream
-    message); ``on_error(flow, error)`` every failed send, always from a later reactor turn.
+    message); ``on_error(flow, error)`` every failed send (an ICMP error for a UDP datagram too),
+    always from a later reactor turn; ``on_connection_lost(flow, reason)`` every stream
+    connection the far end closed or reset.
     A stream that cannot be framed gets a 400/413/513 when its head was a request, then closes.
     """
 
     def __init__(self, reactor: Any, on_message: Callable[[bytes, Flow], None],
                  on_error: Callable[[Flow, TransportError], None], *,
+                 on_connection_lost: Callable[[Flow, str], None] | None = None,
                  idle_timeout: float | None = 300.0, connect_timeout: float = 10.0,
                  trace: bool = False, **stream_options: Any) -> None:
         self.reactor = reactor
@@ -71,7 +74,8 @@ class TransportManager:
         self.streams: dict[str, StreamTransport] = {}
         self.add_stream_transport(TcpTransport(
             reactor, on_message=on_message, on_transport_error=self._call_on_error,
-            on_bad_stream=_bad_stream_reply, idle_timeout=idle_timeout,
+            on_bad_stream=_bad_stream_reply, on_connection_lost=on_connection_lost,
+            idle_timeout=idle_timeout,
             connect_timeout=connect_timeout, trace=trace, **stream_options))
 
     # -- setup -----------------------------------------------------------------------------
@@ -86,10 +90,10 @@ class TransportManager:
 
     def listen_udp(self, host: str, port: int) -> IListeningPort:
         proto = SipDatagramProtocol(self.on_message, on_send_error=self._udp_send_failed,
-                                    trace=self.trace)
+                                    on_unreachable=self._udp_unreachable, trace=self.trace)
         # Twisted reads 8 KiB datagrams by default; SIP over UDP may use up to 64 KiB.
-        listening = self.reactor.listenUDP(port, proto, interface=host,
-                                           maxPacketSize=MAX_DATAGRAM)
+        # On Linux the port reports ICMP errors (IP_RECVERR): see udp.RecvErrPort.
+        listening = _listen_udp(self.reactor, port, proto, host, MAX_DATAGRAM)
         _grow_receive_buffer(listening)
         self.udp.append(proto)
         self._udp_ports.append(listening)
@@ -184,6 +188,10 @@ class TransportManager:
     def _udp_send_failed(self, flow: Flow, data: bytes, exc: BaseException) -> None:
         self._report(flow, TransportError(flow, "UDP send failed: %s" % (exc,), data=data,
                                           cause=exc))
+
+    def _udp_unreachable(self, flow: Flow, payload: bytes, reason: str, cause: object) -> None:
+        """An ICMP error for a datagram sent to ``flow.remote`` (§18.4): a failure to send."""
+        self._report(flow, TransportError(flow, reason, data=payload, cause=cause))
 
     def _report(self, flow: Flow, error: TransportError) -> None:
         # Deferred to a later reactor turn: the handler never runs inside the send() that

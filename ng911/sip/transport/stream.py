@@ -68,6 +68,7 @@ class StreamConnection(Protocol):
                                    max_body_size=owner.max_body_size)
         self.last_activity = 0.0
         self.open = False
+        self.closed_here = False          # we closed it (idle, framing error, shutdown)
         self._idle_call: Any = None
 
     # -- Twisted callbacks -------------------------------------------------------------------
@@ -117,6 +118,7 @@ class StreamConnection(Protocol):
         return True
 
     def close(self) -> None:
+        self.closed_here = True
         if self.transport is not None and not self.transport.disconnecting:
             self.transport.loseConnection()
 
@@ -179,7 +181,10 @@ class StreamTransport:
 
     ``on_message(data, flow)`` gets every framed message; ``on_transport_error(flow, error)``
     every send that failed; ``on_bad_stream(flow, error)`` may return bytes (a 400/413/513
-    response) written before a connection whose stream cannot be framed is closed.
+    response) written before a connection whose stream cannot be framed is closed;
+    ``on_connection_lost(flow, reason)`` hears of every open connection the far end closed or
+    reset (not those closed here): a peer whose process died closes its connections at once,
+    the earliest sign of its death (the health monitor probes it on that).
     """
 
     transport_name = "TCP"
@@ -188,6 +193,7 @@ class StreamTransport:
                  on_message: Callable[[bytes, Flow], None],
                  on_transport_error: Callable[[Flow, TransportError], None],
                  on_bad_stream: Callable[[Flow, FramingError], bytes | None] | None = None,
+                 on_connection_lost: Callable[[Flow, str], None] | None = None,
                  idle_timeout: float | None = 300.0,
                  connect_timeout: float = 10.0,
                  max_pending: int = 256,
@@ -198,6 +204,7 @@ class StreamTransport:
         self.on_message = on_message
         self.on_transport_error = on_transport_error
         self.on_bad_stream = on_bad_stream
+        self.on_connection_lost = on_connection_lost
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.max_pending = max_pending
@@ -351,8 +358,17 @@ class StreamTransport:
         for key in conn.keys:
             if self._by_remote.get(key) is conn:
                 del self._by_remote[key]
+        why = reason.getErrorMessage() if reason else ""
         log.info("{transport} closed {flow}: {reason}", transport=self.transport_name,
-                 flow=conn.flow, reason=reason.getErrorMessage() if reason else "")
+                 flow=conn.flow, reason=why)
+        if self.on_connection_lost is not None and conn.flow is not None and not conn.closed_here:
+            self.reactor.callLater(0, self._call_lost_handler, conn.flow, why)
+
+    def _call_lost_handler(self, flow: Flow, reason: str) -> None:
+        try:
+            self.on_connection_lost(flow, reason)  # type: ignore[misc]
+        except Exception:
+            log.failure("connection-lost handler failed for {flow}", flow=flow)
 
     def _deliver(self, data: bytes, flow: Flow) -> None:
         if self.trace:
@@ -375,6 +391,7 @@ class StreamTransport:
                 log.failure("bad-stream handler failed on {flow}", flow=flow)
         if reply:
             conn.write(reply)
+        conn.closed_here = True
         conn.open = False   # nothing more is read or sent on it
         conn.transport.loseConnection()
 

@@ -277,6 +277,37 @@ def test_lost_connection_cancels_its_idle_timer() -> None:
     assert h.reactor.getDelayedCalls() == []
 
 
+def test_a_connection_the_far_end_closed_is_reported_on_the_next_turn() -> None:
+    """A peer whose process died (kill -9) has its kernel close its connections: the earliest
+    sign of its death, reported as on_connection_lost (the health monitor probes it)."""
+    lost: list[tuple[Flow, str]] = []
+    h = Harness(on_connection_lost=lambda flow, why: lost.append((flow, why)))
+    h.stream.send(b"INVITE", Destination("TCP", "127.0.0.1", 5070))
+    proto, _ = h.complete_connect(local_port=40000)
+    lose(proto)
+    assert lost == []                      # never inside the Twisted callback
+    h.reactor.advance(0)
+    assert lost == [(Flow("TCP", ("127.0.0.1", 40000), ("127.0.0.1", 5070), proto.connection_id),
+                     "Connection was closed cleanly.")]
+    assert h.errors == []                  # not a failed send: nothing was being sent
+
+
+def test_connections_closed_here_are_not_reported_as_lost() -> None:
+    lost: list[tuple[Flow, str]] = []
+    h = Harness(idle_timeout=30.0, on_connection_lost=lambda flow, why: lost.append((flow, why)))
+    idle, _ = h.accept(("127.0.0.1", 40001))
+    h.reactor.advance(30)                  # idle: we close it
+    lose(idle)
+    bad, _ = h.accept(("127.0.0.1", 40002))
+    bad.dataReceived(b"GARBAGE\r\n\r\n")  # framing error: we close it
+    lose(bad)
+    shut, _ = h.accept(("127.0.0.1", 40003))
+    h.stream.close_all()                   # shutdown
+    lose(shut)
+    h.reactor.advance(0)
+    assert lost == []
+
+
 # -- manager routing (fake reactor) -----------------------------------------------------------
 
 
