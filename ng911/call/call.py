@@ -101,6 +101,9 @@ class Call:
         self.psap: Session | None = None  # the connected PSAP leg
         self.psap_ap: AnswerPoint | None = None
         self.last_sent_up: bytes | None = None  # last SDP we sent the caller
+        # The caller's session is what it accepted (last_sent_up); an offer it refused leaves
+        # that as it was (RFC 3264 §8), but its o= version is not used again for new content.
+        self.refused_up: bytes | None = None
         self.last_sent_ap: bytes | None = None  # last SDP we sent the current AP
         self.tried: set[str] = set()
         self.backoff = 0.0
@@ -529,9 +532,14 @@ class Call:
         waited behind another INVITE transaction that changed the caller's session)."""
         assert attempt.ap_offer is not None
         try:
-            return _reoffer(self.last_sent_up, attempt.ap_offer)
+            offer = _reoffer(self.last_sent_up, attempt.ap_offer)
         except (sdplib.SdpParseError, ValueError):
             return attempt.ap_offer
+        if self.refused_up is not None and not _same_session_content(self.refused_up, offer):
+            offer = _versioned(self.refused_up, offer) or offer
+        elif self.refused_up is not None:
+            offer = self.refused_up  # the same offer again: the same version
+        return offer
 
     def _reinvite_caller(self, attempt: Attempt) -> None:
         # Bound methods and lambdas, not closures that name themselves: such a closure is a
@@ -543,6 +551,9 @@ class Call:
         ok = resp is not None and 200 <= resp.status < 300
         if ok:
             self.last_sent_up = self.upstream.local_sdp  # the caller's session is that offer now
+            self.refused_up = None
+        elif resp is not None and attempt.ap_offer is not None:
+            self.refused_up = self._move_offer(attempt)  # what it saw and refused
         if self.ended or attempt is not self.attempt:
             # The call ended (end() has BYEd this leg and freed its position), or the new
             # leg died while the caller was being re-INVITEd (it was dropped and the hunt

@@ -313,3 +313,27 @@ def test_a_call_uses_nothing_of_the_controller_but_its_port() -> None:
     call.bye()
     h.run(1.0)
     assert h.row()["end_reason"] == "caller_hangup" and h.controller.calls == {}
+
+
+def test_an_offer_the_caller_refused_leaves_its_session_and_its_version_is_not_reused() -> None:
+    """RFC 3264 §8: the refused offer changes nothing, and the next offer with other media
+    goes up from the refused one's version (a version only ever goes up)."""
+    h = harness(caller_reinvite_give_up=60.0)
+    h.ap("ap3").sdp = h.ap("ap3").sdp.replace(b"6300", b"6310")
+    talking(h)
+    before = sdplib.parse(h.controller.calls[h.call_id].last_sent_up).origin.sess_version
+    h.caller.hooks["on_reinvite"] = lambda session, request: session.reject_update(488)
+    h.ap("ap1").die()
+    assert h.run_until(lambda: len(h.reinvites_to("esrp")) >= 2, timeout=10.0)
+    assert h.controller.calls[h.call_id].last_sent_up is not None
+    assert sdplib.parse(h.controller.calls[h.call_id].last_sent_up).origin.sess_version == before  # unchanged
+    refused = parsed(h.reinvites_to("esrp")[0]).origin.sess_version
+    assert refused == before + 1
+    assert h.run_until(lambda: h.ap("ap2").sessions_up != [], timeout=10.0)  # kept on the line
+    h.caller.hooks.pop("on_reinvite")
+    h.ap("ap2").hang_up()  # the kept position gives up: the move goes on to ap3
+    assert h.run_until(lambda: h.row()["answer_point"] == "ap3", timeout=60.0)
+    to_ap3 = parsed(h.reinvites_to("esrp")[-1])
+    assert to_ap3.connection is not None and to_ap3.connection.address == "10.0.1.3"
+    assert to_ap3.origin.sess_version == refused + 1  # not before + 1 again
+    assert h.requests_to("esrp", "BYE") == []
