@@ -13,8 +13,8 @@ after `recheck` seconds instead of a whole `options_interval`: `down_after` fail
 still mark it down, a single stray error still does not, but a dead position is down in
 `recheck * (down_after - 1)` s after the first probe that found it gone. The transport also tells
 the monitor when anything sent to a position's address failed or when a stream connection with
-it closed (`SipStack.transport_listeners`): the position is then probed at once rather than at
-its next turn.
+it closed (`SipStack.transport_listeners`): the position is then probed at once (at most one
+probe per `recheck`) rather than at its next turn.
 """
 from __future__ import annotations
 
@@ -102,19 +102,23 @@ class HealthMonitor:
 
     def transport_trouble(self, remote: tuple[str, int], reason: str) -> None:
         """Something sent to ``remote`` failed, or a connection with it closed: probe every
-        answer point there that is up now — unless a probe of it is out, or one went out or is
-        due within `recheck` (the failed send may have been a probe, whose confirmation is
-        already scheduled)."""
+        answer point there that is up at once — or `recheck` after its last probe, when that
+        is later — unless a probe is due by then anyway (the failed send may have been a
+        probe, whose confirmation is already scheduled)."""
         if not self._running:
             return
         now = self.ua.now()
         for ap in self._by_address.get((str(remote[0]).lower(), int(remote[1])), ()):
-            due = self._next.get(ap.name, (float("inf"), None))[0]
-            if (not ap.up or ap.name in self._in_flight or due <= now + self.recheck
-                    or now - self._last_sent.get(ap.name, float("-inf")) < self.recheck):
-                continue  # down: its regular probes will find it up; never a probe storm
-            log.info("answer point %s: %s; probing it now", ap.name, reason)
-            self._schedule(ap, now)
+            if not ap.up:
+                continue  # its regular probes will find it up again; never a probe storm
+            # At most one probe per `recheck`, even with one out (sent before the death, it
+            # may never be answered: a UDP datagram the dead process had already received).
+            at = max(now, self._last_sent.get(ap.name, float("-inf")) + self.recheck)
+            if self._next.get(ap.name, (float("inf"), None))[0] <= at:
+                continue
+            log.info("answer point %s: %s; probing it%s", ap.name, reason,
+                     " now" if at == now else " in %.3f s" % (at - now))
+            self._schedule(ap, at)
 
     def _schedule(self, ap: AnswerPoint, at: float) -> None:
         old = self._next.pop(ap.name, None)

@@ -155,13 +155,18 @@ def test_transport_trouble_at_a_positions_address_probes_it_at_once() -> None:
     assert len(ua.probes) == n
 
 
-def test_trouble_while_a_probe_is_out_sends_no_second_probe() -> None:
+def test_trouble_while_a_probe_is_out_probes_again_recheck_after_it() -> None:
+    """The probe out may have reached the process before it died: it will never be answered,
+    and only its timeout would say so."""
     ua, pool, mon, results = monitor()
     ua.run_until(0.0)  # ap1's first probe is out, unanswered
     assert [p.target for p in ua.probes] == ["sip:ap1@127.0.0.1:5070"]
-    mon.transport_trouble(("127.0.0.1", 5070), "ICMP port unreachable")
+    mon.transport_trouble(("127.0.0.1", 5070), "TCP connection closed by the far end")
+    mon.transport_trouble(("127.0.0.1", 5070), "TCP connection closed by the far end")
     ua.run_until(0.0)
     assert len(ua.probes) == 1
+    ua.run_until(mon.recheck)
+    assert [p.at for p in ua.probes if to("ap1")(p)] == [0.0, mon.recheck]
 
 
 def test_trouble_reported_for_a_failed_probe_does_not_hurry_its_confirmation() -> None:
@@ -193,6 +198,8 @@ def test_trouble_for_a_position_just_probed_waits() -> None:
     mon.transport_trouble(("127.0.0.1", 5070), "ICMP port unreachable")
     ua.run_until(0.05)
     assert len([p for p in ua.probes if to("ap1")(p)]) == 1
+    ua.run_until(0.5)
+    assert [p.at for p in ua.probes if to("ap1")(p)] == [0.0, mon.recheck]
 
 
 def test_stop_cancels_every_probe() -> None:
