@@ -184,11 +184,13 @@ class RecvErrPort(udp.Port):
             if not self.drain_errors():
                 raise
             return super().write(datagram, addr)
-        if sent is None:
+        for _ in range(3):
+            if sent is not None:
+                break
             # Twisted swallowed ECONNREFUSED: the pending error of an earlier datagram took
             # this send. Read the error and send this one again.
             self.drain_errors()
-            return super().write(datagram, addr)
+            sent = super().write(datagram, addr)
         return sent
 
     def doRead(self) -> None:
