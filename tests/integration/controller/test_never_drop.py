@@ -7,10 +7,9 @@ the caller side (or the new position) do what a hostile caller side or a flaky P
    the new position stays on the line (its 200 ACKed at once) while the node retries; only past
    ``failover.caller_reinvite_give_up`` does it end the call, with a BYE to the caller and the end
    reason ``caller_unreachable``; a 481 ends it (``caller_dialog_gone``) without a BYE to the caller;
-2. the caller's own re-INVITE meets the move -- a hold relayed to the answer point as it dies, a
-   session refresh while the call is moving, glare: the node answers the caller's request (491 /
-   200 with the last SDP) before its own re-INVITE, never two INVITE transactions at once (RFC 3261
-   section 14.1), and resolves glare by retrying;
+2. the caller's own re-INVITE meets the move -- a session refresh while the call is moving, glare:
+   the node answers the caller's request (200 with the last SDP) before its own re-INVITE, never
+   two INVITE transactions at once (RFC 3261 section 14.1), and resolves glare by retrying;
 3. a second move while the first one's re-INVITE is pending (the new position hangs up, or is
    killed, while the caller takes 8 s to answer) waits for it;
 4. the caller answers the move's offer 488: the same position, another way (an offerless re-INVITE
@@ -19,9 +18,10 @@ the caller side (or the new position) do what a hostile caller side or a flaky P
 5. a call waiting in a queue gets a provisional at least every minute, for over three minutes
    (the LONG test: about 200 s, the default ``failover.queue_provisional_interval``).
 
-The SIPp scenarios are ``scenarios/nd_*.xml``. Two of them wait for a cue from the test: an
-in-dialog MESSAGE the test sends from its own UDP socket to the caller's port with the caller's
-Call-ID (``_cue``) -- SIPp has no other way to be told "now" -- which the node never sees.
+The SIPp scenarios are ``scenarios/nd_*.xml``. A caller that must act when the test says waits
+for its cue: an in-dialog MESSAGE the test sends from its own UDP socket to the caller's port with
+the caller's Call-ID (``_cue``) -- SIPp has no other way to be told "now" -- which the node never
+sees.
 
 No assert here measures a speed: time only orders events (SIPp logs the local clock), bounds the
 waits, and checks lower bounds the contract sets (no give-up before the limit) and the 60 s spacing
@@ -35,6 +35,7 @@ import time
 from typing import Any, Callable
 
 import pytest
+import sqlalchemy as sa
 
 from tests.integration.conftest import REPORT, wait_until
 
@@ -73,6 +74,23 @@ def caller_over_tcp(sipp: SippFactory, scenario: str, node: Node, *, hold_ms: in
 
 
 # --- reading what the peers saw -------------------------------------------------------------------
+
+
+def expect(proc: SippProcess, want: int, timeout: float, node: Node) -> None:
+    """``expect_rc``, and on failure the node's view too: each call's events and its log's warnings."""
+    try:
+        expect_rc(proc, want, timeout)
+    except AssertionError as exc:
+        lines = []
+        try:
+            for call in node.all_calls():
+                lines.append(f"call {call['call_id']} state={call['state']} end_reason={call['end_reason']}")
+                lines += [f"  {e['at']:.3f} {e['kind']} {e['data']}" for e in node.events(call["call_id"])]
+        except Exception as db_exc:  # noqa: BLE001 -- a report on a failure must not hide it
+            lines.append(f"(events unreadable: {db_exc!r})")
+        warnings = [r for r in node.log_records() if r.get("level") in ("warning", "error", "critical")]
+        lines += [f"log: {r}" for r in warnings[-15:]]
+        raise AssertionError(f"{exc}\nthe node's view:\n" + "\n".join(lines)) from None
 
 
 def wait_talking(node: Node, ap: str, timeout: float = 15.0) -> dict[str, Any]:
@@ -202,7 +220,7 @@ def test_caller_ignoring_the_move_reinvite_is_byed_after_the_give_up(node_factor
     wait_talking(node, "ap1")
     a1.kill9()
 
-    expect_rc(caller, 0, 110)  # the BYE came (and nothing else was answered)
+    expect(caller, 0, 110, node)  # the BYE came (and nothing else was answered)
     expect_rc(a2, 97, 30)  # ACKed, later BYEd
     reinvites = reinvites_to(caller)
     assert reinvites and all(r.sdp() for r in reinvites)
@@ -236,7 +254,7 @@ def test_caller_failing_the_move_twice_then_answering_is_moved(node_factory, sip
     call = wait_talking(node, "ap1")
     a1.kill9()
 
-    expect_rc(caller, 0, 80)  # 500, 408, then 200; no BYE from the node
+    expect(caller, 0, 80, node)  # 500, 408, then 200; no BYE from the node
     expect_rc(a2, 97, 20)
     no_bye_to(caller)
     reinvites = reinvites_to(caller)
@@ -272,7 +290,7 @@ def test_caller_refusing_every_reinvite_is_byed_after_the_configured_give_up(nod
     wait_talking(node, "ap1")
     a1.kill9()
 
-    expect_rc(caller, 0, 50)  # every re-INVITE refused with 503; then the BYE
+    expect(caller, 0, 50, node)  # every re-INVITE refused with 503; then the BYE
     expect_rc(a2, 97, 20)
     assert transactions(caller.messages(), "sent", "BYE") == [], "the caller hung up: no give-up came"
     reinvites = reinvites_to(caller)
@@ -302,7 +320,7 @@ def test_caller_answering_481_ends_the_call_without_a_bye_to_it(node_factory, si
     wait_talking(node, "ap1")
     a1.kill9()
 
-    expect_rc(caller, 0, 50)  # 481, its ACK, then 3 s in which nothing more came
+    expect(caller, 0, 50, node)  # 481, its ACK, then 3 s in which nothing more came
     expect_rc(a2, 97, 20)  # the position was BYEd
     no_bye_to(caller)
     assert len(reinvites_to(caller)) == 1
@@ -342,42 +360,6 @@ def test_caller_gone_with_a_transport_error_gives_up_with_a_recorded_reason(node
 # --- 2. the caller's own re-INVITE meets the move ------------------------------------------------
 
 
-def test_caller_hold_in_flight_when_the_position_dies_is_answered_before_the_move(node_factory, sipp):
-    """Case 2: the caller re-INVITEs (hold) and the node relays it to the answer point, which dies
-    before answering. The node answers the caller's pending re-INVITE (491: it cannot relay the
-    changed offer now) and only then sends the move's re-INVITE."""
-    ap1, ap2 = Ap("ap1"), Ap("ap2")
-    a1 = sipp.ap("nd_ap_answer_deaf.xml", ap1, timeout=60)
-    a2 = sipp.ap("nd_ap_offerless.xml", ap2, timeout=60)
-    node = start_node(node_factory, [ap1, ap2])
-    caller = sipp.caller("nd_caller_hold_at_death.xml", node, hold_ms=1000, timeout=60)
-    wait_talking(node, "ap1")
-    _cue(caller)
-    msgs = wait_log(a1, lambda ms: len(transactions(ms, "received")) >= 2, 15, "the relayed re-INVITE")
-    relayed = transactions(msgs, "received")[1]
-    assert b"a=sendonly" in (relayed.sdp() or b"") or b"a=recvonly" in (relayed.sdp() or b""), relayed.raw
-    a1.kill9()
-
-    expect_rc(caller, 0, 50)
-    expect_rc(a2, 97, 20)
-    no_bye_to(caller)
-    msgs = caller.messages()
-    (hold,) = [m for m in transactions(msgs, "sent") if m.header("CSeq") == "2 INVITE"]
-    refused = first_final(msgs, "received", "2 INVITE")
-    assert refused.status == 491
-    (move,) = reinvites_to(caller)
-    assert move.at > refused.at  # never two INVITE transactions on the dialog (RFC 3261 section 14.1)
-    continues_session(caller, move)
-    assert audio_port(move.sdp()) == audio_port(ap_offer(a2).sdp())
-    assert b"a=sendonly" not in move.sdp() and b"a=recvonly" not in move.sdp()
-
-    row, events = ended(node)
-    assert row["answer_point"] == "ap2" and end_reason(row, events) == "caller_hangup"
-    kinds = [e["kind"] for e in events]
-    assert kinds.count("failover") == 1 and kinds.count("moved") == 1, kinds
-    node.assert_clean()
-
-
 def test_caller_refresh_during_the_move_is_answered_with_the_last_sdp(node_factory, sipp):
     """Case 2: the caller refreshes its session (unchanged offer) while the node is moving the call
     (the new position rings for 4 s). The node answers 200 with the SDP it last sent, then re-INVITEs
@@ -392,7 +374,7 @@ def test_caller_refresh_during_the_move_is_answered_with_the_last_sdp(node_facto
     wait_log(a2, lambda ms: len(transactions(ms, "received")) >= 1, 20, "the move's INVITE")
     _cue(caller)
 
-    expect_rc(caller, 0, 50)
+    expect(caller, 0, 50, node)
     expect_rc(a2, 97, 20)
     no_bye_to(caller)
     msgs = caller.messages()
@@ -425,7 +407,7 @@ def test_glare_on_the_move_is_resolved_by_retrying(node_factory, sipp):
     wait_talking(node, "ap1")
     a1.kill9()
 
-    expect_rc(caller, 0, 50)
+    expect(caller, 0, 50, node)
     expect_rc(a2, 97, 20)
     no_bye_to(caller)
     first, retry = reinvites_to(caller)
@@ -462,7 +444,7 @@ def test_position_killed_mid_move_the_next_move_waits_for_the_callers_answer(nod
     wait_log(caller, lambda ms: len(transactions(ms, "received")) >= 1, 20, "the first move's re-INVITE")
     a2.kill9()
 
-    expect_rc(caller, 0, 80)  # an INVITE while its first re-INVITE was pending would have failed it
+    expect(caller, 0, 80, node)  # an INVITE while its first re-INVITE was pending would have failed it
     expect_rc(a3, 97, 20)
     no_bye_to(caller)
     msgs = caller.messages()
@@ -498,7 +480,7 @@ def test_position_hanging_up_mid_move_starts_a_second_move_that_waits_for_the_fi
     wait_talking(node, "ap1")
     a1.kill9()
 
-    expect_rc(caller, 0, 80)  # an INVITE while its first re-INVITE was pending would have failed it
+    expect(caller, 0, 80, node)  # an INVITE while its first re-INVITE was pending would have failed it
     expect_rc(a2, 97, 20)  # ACKed, hung up
     expect_rc(a3, 97, 20)
     no_bye_to(caller)
@@ -540,7 +522,7 @@ def test_caller_refusing_the_moves_offer_gets_an_offerless_reinvite_for_the_same
     wait_talking(node, "ap1")
     a1.kill9()
 
-    expect_rc(caller, 0, 50)
+    expect(caller, 0, 50, node)
     expect_rc(a2, 97, 20)
     no_bye_to(caller)
     msgs = caller.messages()
@@ -581,7 +563,7 @@ def test_caller_refusing_every_offer_is_bounded(node_factory, sipp, tmp_path):
     wait_talking(node, "ap1")
     a1.kill9()
 
-    expect_rc(caller, 0, 50)  # every re-INVITE refused; then the node's BYE
+    expect(caller, 0, 50, node)  # every re-INVITE refused; then the node's BYE
     expect_rc(a2, 97, 20)  # kept on the line (ACKed), BYEd at the give-up
     assert transactions(caller.messages(), "sent", "BYE") == [], "the caller hung up: no give-up came"
     reinvites = reinvites_to(caller)
@@ -624,11 +606,14 @@ def test_queued_call_gets_a_provisional_every_minute_LONG_190s(node_factory, sip
     deadline = invite.at + WAIT
     while time.time() < deadline:
         assert caller.returncode is None, f"the caller ended while waiting\n{caller.summary()}"
-        states.update(c["state"] for c in node.all_calls())
+        try:
+            states.update(c["state"] for c in node.all_calls())
+        except sa.exc.OperationalError as exc:  # a side look at the row: one failed read is no verdict
+            print(f"calls row unreadable this round: {exc!r}"[:300])
         time.sleep(min(5.0, max(0.0, deadline - time.time())))
     a1 = sipp.ap("ap_answer.xml", ap1, timeout=60)
 
-    expect_rc(caller, 0, 60)
+    expect(caller, 0, 60, node)
     expect_rc(a1, 97, 20)
     msgs = caller.messages()
     assert [m for m in msgs if m.direction == "sent" and m.is_request and m.method == "CANCEL"] == []
