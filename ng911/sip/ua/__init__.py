@@ -6,9 +6,9 @@ It sits on the transaction layer and gives the application INVITE sessions — t
 for both roles, as in reSIProcate's DUM — and a handler interface of neutral events. The call
 controller (two sessions per call) is built on exactly this.
 
-UAS session:  INCOMING ─ring()→ EARLY ─answer()→ ANSWERED(2xx retransmitted) ─ACK→ CONFIRMED
-UAC session:  CALLING ─1xx→ EARLY ─2xx→ CONFIRMED (ACK sent; by the app for a delayed offer)
-any state ─BYE / CANCEL / failure→ TERMINATED
+One module per job: `agent` (UserAgent, the handler interface), `session` (the INVITE session
+and its states), `reinvite` (RFC 3261 §14, RFC 3311), `prack` (RFC 3262), `session_timer`
+(RFC 4028), `common` (constants and helpers they share).
 """
 from __future__ import annotations
 
