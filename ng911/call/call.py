@@ -494,12 +494,13 @@ class Call:
 
     def _transfer_failed(self, why: str) -> None:
         transfer, self.transfer = self.transfer, None
-        self.event("transfer_failed", reason=why)
+        back = self.psap is not None  # the transferor is still there: the call goes back to it
+        self._to(TALKING if back else self.state, "transfer_failed", reason=why)
         if transfer:
             # RFC 3515 §2.4.5: the final NOTIFY carries how the INVITE to the target ended.
             status, reason = transfer.get("status") or (503, "Service Unavailable")
             transfer["notify"](status, reason, final=True)
-        if self.psap is None:
+        if not back:
             # The transferor has hung up meanwhile: nobody to go back to. Hunt the call's own
             # queue like a failover (its old position last), never drop the caller.
             self.event("failover", reason=FailoverCause.TRANSFER.value,
@@ -507,7 +508,6 @@ class Call:
             self.tried = {self.psap_ap.name} if self.psap_ap is not None else set()
             self.hunt()
             return
-        self._to(TALKING, "transfer_failed_back", answer_point=self.psap_ap.name if self.psap_ap else None)
         self._start_probe()
 
     def _complete_move(self, attempt: Attempt, leg: Session, ap_offer: bytes | None) -> None:
@@ -642,6 +642,8 @@ class Call:
         """The move's re-INVITE of the caller failed — 408, 5xx, a timeout or a transport
         error, or (``refused``) its media refused even offerless: keep the position, retry
         with back-off within the give-up limit. Never another call-taker rung for it."""
+        if self.upstream.state == "terminated":  # gone under us: on_terminated ends the call
+            return
         attempt.caller_failures += 1
         attempt.refused = refused
         status = resp.status if resp is not None else None
