@@ -228,6 +228,10 @@ class UserAgent:
             if ctx is not None:
                 if msg.status >= 200 and not (msg.cseq.method == "INVITE" and msg.status < 300):
                     self._clients.pop(action.key, None)
+                if msg.status >= 100:
+                    # Answered: the peer is there over this transport. A later transport error
+                    # (the RFC 6026 Accepted state lasts 64*T1) must not re-send it over UDP.
+                    ctx.udp_fallback = None
                 ctx.on_response(msg)
             return
         ctx = self._clients.pop(action.key, None)

@@ -421,6 +421,12 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
         self.ua._early.pop((self.call_id, self.invite.from_.tag or ""), None)
         if self.state == SESSION_TERMINATED:
             return
+        if self.state == SESSION_CONFIRMED:
+            # The INVITE was answered (its client transaction lingers, RFC 6026 Accepted) and
+            # now the transport says the peer is gone (an ICMP unreachable, a reset): the
+            # session has failed, like any in-dialog request meeting a transport error.
+            self._failed(f"INVITE {reason}", ("INVITE", _cause(reason)))
+            return
         self._terminate(reason, notify=False)
         self.ua.handler.on_failed(self, None, reason)
 

@@ -337,3 +337,31 @@ def test_an_offer_the_caller_refused_leaves_its_session_and_its_version_is_not_r
     assert to_ap3.connection is not None and to_ap3.connection.address == "10.0.1.3"
     assert to_ap3.origin.sess_version == refused + 1  # not before + 1 again
     assert h.requests_to("esrp", "BYE") == []
+
+
+def test_a_transport_error_towards_a_dead_position_fails_its_leg_over_and_the_callers_pending_hold_gets_491() -> None:
+    """ICMP port unreachable (reported by the UDP transport as a transport error towards the
+    position) while the caller's hold is being relayed there: the PSAP leg fails at once, the
+    caller's re-INVITE is answered 491 — not 488 — and the move goes on."""
+    h = harness()
+    call = h.place_call(offer=CALLER_OFFER, ng911=False)  # plain SDP: UDP all the way
+    h.run(2.0)
+    assert h.row()["answer_point"] == "ap1"
+    h.ap("ap1").die()
+    held = sdplib.hold(sdplib.parse(CALLER_OFFER))
+    call.reinvite(sdplib.versioned(sdplib.parse(CALLER_OFFER), held).to_bytes())
+    assert h.run_until(lambda: any(p.dst == ("10.0.1.1", 5060) and p.method == "INVITE" and p.is_request
+                                   for p in h.net.packets[9:]), timeout=1.0)
+    ua = h.controller.ua
+    [dest] = {ctx.dest for ctx in ua._clients.values() if ctx.dest.host == "10.0.1.1"}
+    assert dest.transport == "UDP"
+    ua.transport_error(dest, "ICMP port unreachable")
+    h.run(0.0)
+    assert h.event("failover")["reason"] == "transport_error"
+    h.run(8.0)
+    finals = [r.status for r in h.responses_to("esrp", "INVITE") if r.cseq.seq > 1 and r.status >= 200]
+    assert finals[0] == 491
+    assert h.row()["answer_point"] == "ap2" and h.requests_to("esrp", "BYE") == []
+    # nothing re-sent to the dead position over another transport
+    assert not [p for p in h.net.packets if p.dst == ("10.0.1.1", 5060) and p.method == "INVITE"
+                and p.is_request and p.message.cseq.seq == 1 and p.sent_at > 2.0]
