@@ -7,9 +7,10 @@ the caller side (or the new position) do what a hostile caller side or a flaky P
    the new position stays on the line (its 200 ACKed at once) while the node retries; only past
    ``failover.caller_reinvite_give_up`` does it end the call, with a BYE to the caller and the end
    reason ``caller_unreachable``; a 481 ends it (``caller_dialog_gone``) without a BYE to the caller;
-2. the caller's own re-INVITE meets the move -- a session refresh while the call is moving, glare:
-   the node answers the caller's request (200 with the last SDP) before its own re-INVITE, never
-   two INVITE transactions at once (RFC 3261 section 14.1), and resolves glare by retrying;
+2. the caller's own re-INVITE meets the move -- a hold relayed to the answer point as it dies, a
+   session refresh while the call is moving, glare: the node answers the caller's request (491 /
+   200 with the last SDP) before its own re-INVITE, never two INVITE transactions at once (RFC 3261
+   section 14.1), and resolves glare by retrying;
 3. a second move while the first one's re-INVITE is pending (the new position hangs up, or is
    killed, while the caller takes 8 s to answer) waits for it;
 4. the caller answers the move's offer 488: the same position, another way (an offerless re-INVITE
@@ -358,6 +359,42 @@ def test_caller_gone_with_a_transport_error_gives_up_with_a_recorded_reason(node
 
 
 # --- 2. the caller's own re-INVITE meets the move ------------------------------------------------
+
+
+def test_caller_hold_in_flight_when_the_position_dies_is_answered_before_the_move(node_factory, sipp):
+    """Case 2: the caller re-INVITEs (hold) and the node relays it to the answer point, which dies
+    before answering. The node answers the caller's pending re-INVITE (491: it cannot relay the
+    changed offer now) and only then sends the move's re-INVITE."""
+    ap1, ap2 = Ap("ap1"), Ap("ap2")
+    a1 = sipp.ap("nd_ap_answer_deaf.xml", ap1, timeout=60)
+    a2 = sipp.ap("nd_ap_offerless.xml", ap2, timeout=60)
+    node = start_node(node_factory, [ap1, ap2])
+    caller = sipp.caller("nd_caller_hold_at_death.xml", node, hold_ms=1000, timeout=60)
+    wait_talking(node, "ap1")
+    _cue(caller)
+    msgs = wait_log(a1, lambda ms: len(transactions(ms, "received")) >= 2, 15, "the relayed re-INVITE")
+    relayed = transactions(msgs, "received")[1]
+    assert b"a=sendonly" in (relayed.sdp() or b"") or b"a=recvonly" in (relayed.sdp() or b""), relayed.raw
+    a1.kill9()
+
+    expect(caller, 0, 50, node)
+    expect_rc(a2, 97, 20)
+    no_bye_to(caller)
+    msgs = caller.messages()
+    (hold,) = [m for m in transactions(msgs, "sent") if m.header("CSeq") == "2 INVITE"]
+    refused = first_final(msgs, "received", "2 INVITE")
+    assert refused.status == 491
+    (move,) = reinvites_to(caller)
+    assert move.at > refused.at  # never two INVITE transactions on the dialog (RFC 3261 section 14.1)
+    continues_session(caller, move)
+    assert audio_port(move.sdp()) == audio_port(ap_offer(a2).sdp())
+    assert b"a=sendonly" not in move.sdp() and b"a=recvonly" not in move.sdp()
+
+    row, events = ended(node)
+    assert row["answer_point"] == "ap2" and end_reason(row, events) == "caller_hangup"
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("failover") == 1 and kinds.count("moved") == 1, kinds
+    node.assert_clean()
 
 
 def test_caller_refresh_during_the_move_is_answered_with_the_last_sdp(node_factory, sipp):
