@@ -51,6 +51,9 @@ def _content_record(content: Any) -> dict[str, Any]:
     }
 
 
+UPSTREAM_REFRESH_FAILURES_TOLERATED = 2
+
+
 def _upstream_end_reason(session: Session) -> EndReason:
     """Why the caller's leg ended under us, as the UA core tells it (not from free text)."""
     if session.terminated_reason == "no ACK":
@@ -139,6 +142,9 @@ class Controller(UaHandler):
         call = Call(self.call_port, session, request, call_id=call_id, kind=kind, queue=queue, content=info, forward_headers=forward)
         session.user_data["call"] = call
         session.user_data["role"] = "upstream"
+        # A lost or unanswered session refresh does not end an emergency call's leg at once
+        # (RFC 4028 §10 would): retried twice, then the bounded give-up BYE (session_expired).
+        session.refresh_failures_tolerated = UPSTREAM_REFRESH_FAILURES_TOLERATED
         self.calls[call_id] = call
         self.observer.created(call)
         call.start()

@@ -259,8 +259,11 @@ class Reinvites:
         guards.append(self.ua.timers.call_at(self.ua.now() + 64 * self.ua.config.timers.t1,
                                              lambda at: no_final_response()))
 
-    def update(self, sdp: bytes | None = None) -> None:
-        """Send an UPDATE (RFC 3311), with an offer or as a bare session refresh."""
+    def update(self, sdp: bytes | None = None, *, on_done: Callable[[Response | None], None] | None = None,
+               fail_session: bool = True) -> None:
+        """Send an UPDATE (RFC 3311), with an offer or as a bare session refresh. ``on_done``
+        gets the final response (None: timeout or transport error); ``fail_session`` as for
+        `request`."""
         if self.dialog is None or self.state == SESSION_TERMINATED:
             return
         headers: list[tuple[str, str]] = []
@@ -282,13 +285,17 @@ class Reinvites:
                     self.remote_sdp = sdp_of(resp)
                 self._session_expires_from_2xx(resp)
                 self._restart_session_timer()
+            if on_done is not None:
+                on_done(resp)
 
         def on_failure(reason: str) -> None:
             if sdp is not None:
                 self._offer_out = False
+            if on_done is not None:
+                on_done(None)
 
         self.request(
             "UPDATE", body=sdp or b"", content_type="application/sdp" if sdp else None, headers=tuple(headers),
-            on_response=on_response, on_failure=on_failure,
+            on_response=on_response, on_failure=on_failure, fail_session=fail_session,
         )
 

@@ -124,6 +124,11 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
         self._cancel_requested = False
         self._cancel_guard: TimerHandle | None = None
         self._reinvite_ack_seq: int | None = None  # offerless re-INVITE: 2xx waiting for ack(answer)
+        #: RFC 4028 §10 ends a session whose refresh fails (408, 481, timeout): BYE. A session
+        #: that must not be given up on that fast (the caller's, in an emergency call) tolerates
+        #: this many failed refreshes in a row, each retried soon; a 481 still ends it at once.
+        self.refresh_failures_tolerated = 0
+        self._refresh_failures = 0
 
     def __repr__(self) -> str:
         return f"<Session {self.role} {self.invite.call_id} {self.state}>"
@@ -131,9 +136,6 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
     @property
     def call_id(self) -> str:
         return self.invite.call_id
-
-
-
 
 
     def _dest_for(self, request: Request) -> Any:
@@ -315,10 +317,6 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
             self.ua.handler.on_request(self, request, self.ua._replier(request, key))
             return
         self.ua.respond(key, make_response(request, 501, headers=[("Allow", ", ".join(ALLOW))]))
-
-
-
-
 
 
     # --- UAC side -------------------------------------------------------------------
@@ -535,9 +533,11 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
         headers: tuple[tuple[str, str], ...] = (),
         on_response: Callable[[Response], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
+        fail_session: bool = True,
     ) -> Any:
         """Send an in-dialog request. A final 408 or 481, a timeout or a transport error also
-        ends the session (see `_failed`), after ``on_response`` / ``on_failure`` ran."""
+        ends the session (see `_failed`), after ``on_response`` / ``on_failure`` ran — unless
+        ``fail_session`` is False: then the caller of this decides."""
         if self.dialog is None:
             raise RuntimeError("no dialog yet")
         extra = list(headers)
@@ -548,22 +548,16 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
         def response(resp: Response) -> None:
             if on_response is not None:
                 on_response(resp)
-            if resp.status in (408, 481):
+            if resp.status in (408, 481) and fail_session:
                 self._failed(f"{method} got {resp.status}", (method, str(resp.status)))
 
         def failure(reason: str) -> None:
             if on_failure is not None:
                 on_failure(reason)
-            self._failed(f"{method} {reason}", (method, _cause(reason)))
+            if fail_session:
+                self._failed(f"{method} {reason}", (method, _cause(reason)))
 
         return self.ua.send_request(req, response, failure, self._dest_for(req))
-
-
-
-
-
-
-
 
 
     def bye(self, reason: str = "local BYE", *, on_done: Callable[[int | None], None] | None = None) -> None:
@@ -610,9 +604,6 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
         """End the session without a word to the peer (its dialog is known to be gone, e.g.
         it answered 481) and without telling the handler: the application decided it."""
         self._terminate(reason, notify=False)
-
-
-
 
 
     # --- ending ---------------------------------------------------------------------

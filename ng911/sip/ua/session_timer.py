@@ -94,10 +94,34 @@ class SessionTimers:
         peer_allow = self.user_data.get("peer_allow")
         if peer_allow is None:
             peer_allow = self.invite.header_tokens("Allow") if self.role == "uas" else set()
+        tolerant = self.refresh_failures_tolerated > 0
         if "update" in peer_allow:
-            self.update(None)
+            self.update(None, fail_session=not tolerant, on_done=self._refreshed if tolerant else None)
         else:
-            self.reinvite(self.local_sdp)
+            self.reinvite(self.local_sdp, fail_session=not tolerant, on_done=self._refreshed if tolerant else None)
+
+    def _refreshed(self, resp: Response | None) -> None:
+        """The outcome of a refresh on a session that tolerates failed refreshes."""
+        if self.state == SESSION_TERMINATED:
+            return
+        status = resp.status if resp is not None else None
+        if status is not None and status not in (408, 481) and status < 500:
+            self._refresh_failures = 0  # answered: the peer is there (a 4xx refusal included)
+            return
+        if status == 481:
+            self._failed("refresh got 481", ("", "481"))
+            return
+        self._refresh_failures += 1
+        if self._refresh_failures > self.refresh_failures_tolerated:
+            log.info("session %s: %d refreshes failed: ending it", self.call_id, self._refresh_failures)
+            self.failure = ("", "expired")
+            self.bye(reason="session expired")  # RFC 4028 §10
+            return
+        log.info("session %s: refresh failed (%s), trying again", self.call_id,
+                 resp.status if resp is not None else "no answer")
+        self._stop(self._st_timer)
+        retry = min(10.0, (self.session_interval or 90) / 4)
+        self._st_timer = self.ua.timers.call_at(self.ua.now() + retry, lambda at: self._refresh())
 
     def _expired(self) -> None:
         if self.state == SESSION_TERMINATED:

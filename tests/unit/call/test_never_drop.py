@@ -365,3 +365,63 @@ def test_a_transport_error_towards_a_dead_position_fails_its_leg_over_and_the_ca
     # nothing re-sent to the dead position over another transport
     assert not [p for p in h.net.packets if p.dst == ("10.0.1.1", 5060) and p.method == "INVITE"
                 and p.is_request and p.message.cseq.seq == 1 and p.sent_at > 2.0]
+
+
+def caller_without_session_timer(h: PsapHarness) -> None:
+    """The caller side knows no session timers (no Session-Expires, no 'timer', and it ignores
+    ours): the node runs one on the caller's leg itself, as refresher (RFC 4028 §9)."""
+
+    def rewrite(msg, src, dst):  # type: ignore[no-untyped-def]
+        if isinstance(msg, Request) and msg.method == "INVITE" and h.net.name_of(src) == "esrp":
+            headers = msg.headers.remove("Session-Expires").remove("Min-SE")
+            tokens = [t for t in msg.header_tokens("Supported") if t != "timer"]
+            msg = msg.replace(headers=headers.set("Supported", ", ".join(sorted(tokens))))
+        elif not isinstance(msg, Request) and h.net.name_of(dst) == "esrp":
+            msg = msg.replace(headers=msg.headers.remove("Session-Expires").remove("Require"))
+        return msg
+
+    h.net.rewrite = rewrite
+
+
+def test_a_caller_leg_whose_session_refresh_is_lost_is_refreshed_again_not_dropped() -> None:
+    """We refresh the caller's session (RFC 4028, refresher=uas when the caller did not ask);
+    a refresh that goes unanswered does not end the caller's leg: it is tried again."""
+    h = harness()
+    caller_without_session_timer(h)
+    call = h.place_call(offer=CALLER_OFFER, ng911=False)
+    h.run(2.0)
+    upstream = h.controller.calls[h.call_id].upstream
+    assert upstream.we_refresh and upstream.session_interval == 90
+    lost = {"n": 0}
+
+    def lose_first_refresh(packet) -> bool:  # type: ignore[no-untyped-def]
+        if packet.src_name == "ctl" and packet.dst_name == "esrp" and packet.method in ("UPDATE", "INVITE") \
+                and packet.is_request and lost["n"] < 11:
+            lost["n"] += 1  # the refresh and all its retransmissions
+            return True
+        return False
+
+    h.net.drop = lose_first_refresh
+    h.run(45.0 + 32.0 + 15.0)
+    refreshes = [p for p in h.net.packets if p.src_name == "ctl" and p.dst_name == "esrp" and p.is_request
+                 and p.method in ("UPDATE", "INVITE")]
+    assert any(not p.dropped for p in refreshes)  # tried again after the lost one, answered
+    assert call.state == "confirmed" and h.row()["state"] == "talking"
+    assert h.requests_to("esrp", "BYE") == [] and h.requests_to("ap1", "BYE") == []
+
+
+def test_a_caller_that_never_answers_refreshes_is_given_up_on_with_a_bye_after_three() -> None:
+    h = harness()
+    caller_without_session_timer(h)
+    h.place_call(offer=CALLER_OFFER, ng911=False)
+    h.run(2.0)
+    h.net.drop = lambda p: p.src_name == "ctl" and p.dst_name == "esrp" and p.method in ("UPDATE", "INVITE") \
+        and p.is_request and p.message.cseq.seq > 1
+    h.run(400.0)
+    assert h.row()["end_reason"] == "session_expired"
+    byes = [p for p in h.net.packets if p.src_name == "ctl" and p.dst_name == "esrp" and p.method == "BYE"]
+    assert byes  # the bounded give-up BYEs the caller (lost here too)
+    refresh_txns = {p.message.cseq.seq for p in h.net.packets if p.src_name == "ctl" and p.dst_name == "esrp"
+                    and p.method in ("UPDATE", "INVITE") and p.is_request and p.message.cseq.seq > 1}
+    assert len(refresh_txns) == 3  # the first and two more
+    assert len(h.requests_to("ap1", "BYE")) == 1
