@@ -27,6 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from ng911 import __version__
+from ng911.call.state import CallState, FailoverCause
 from ng911.sip.timers import TimerName
 
 __all__ = [
@@ -47,17 +48,8 @@ __all__ = [
 
 CALL_KINDS = ("emergency", "test", "other")
 CALL_OUTCOMES = ("answered", "abandoned", "rejected", "failed")
-FAILOVER_REASONS = (
-    "ap_failed",  # the AP answered a request with an error that ends the leg
-    "session_timer",  # RFC 4028 refresh failed / session expired
-    "options_timeout",  # in-dialog OPTIONS unanswered
-    "transport_error",  # connection refused/reset, ICMP
-    "in_dialog_408",
-    "in_dialog_481",
-    "ap_down",  # health probes marked the AP down
-    "operator",  # an operator or a drill asked for it
-    "transfer",  # a call-taker transferred the call
-)
+FAILOVER_REASONS = tuple(c.value for c in FailoverCause)  # the call layer's words, one definition
+CALL_STATES = tuple(s.value for s in CallState if s is not CallState.ENDED)
 HUNT_RESULTS = (
     "answered",  # 2xx
     "rejected",  # a final error response (busy, decline, 5xx...)
@@ -112,6 +104,9 @@ METRICS: tuple[MetricSpec, ...] = (
                ("kind", "outcome"), {"kind": CALL_KINDS, "outcome": CALL_OUTCOMES}),
     MetricSpec("active_calls", Gauge, "ng911_active_calls", "Calls in progress, by kind.",
                ("kind",), {"kind": CALL_KINDS}),
+    MetricSpec("calls_in_state", Gauge, "ng911_calls_in_state",
+               "Calls in progress, by call state (the calls.state words: routing, ringing, queued, "
+               "talking, moving).", ("state",), {"state": CALL_STATES}),
     MetricSpec("time_to_answer", Histogram, "ng911_time_to_answer_seconds",
                "From the caller's INVITE to an answer point's 2xx.",
                ("kind",), {"kind": CALL_KINDS}, _ANSWER_BUCKETS),
@@ -172,6 +167,7 @@ class MetricsSink(Protocol):
 
     calls: Any
     active_calls: Any
+    calls_in_state: Any
     time_to_answer: Any
     failovers: Any
     failover_duration: Any

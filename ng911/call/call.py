@@ -193,8 +193,9 @@ class Call:
         the new state in it; staying in the same state records the event alone."""
         if new is not self.state:
             check(self.state, new)
-            self.state = new
+            old, self.state = self.state, new
             data["state"] = new.value
+            self.c.observer.state_changed(self, old, new)
         self.event(kind, **data)
 
     # --- routing / hunting ------------------------------------------------------------------
@@ -846,7 +847,8 @@ class Call:
         on the PSAP side, an operator, a bounded give-up rule): `state.BYE_CALLER_ALLOWED`."""
         if self.ended:
             return
-        self.state = ENDED
+        previous, self.state = self.state, ENDED
+        self.c.observer.state_changed(self, previous, ENDED)
         self._cancel_wait()
         self._stop_probe()
         self._stop_keepalive()

@@ -56,9 +56,10 @@ UPSTREAM_REFRESH_FAILURES_TOLERATED = 2
 
 def _upstream_end_reason(session: Session) -> EndReason:
     """Why the caller's leg ended under us, as the UA core tells it (not from free text)."""
-    if session.terminated_reason == "no ACK":
+    cause = session.failure[1] if session.failure is not None else None
+    if cause == "no_ack":
         return EndReason.NO_ACK  # the UA core has sent the BYE (RFC 3261 §13.3.1.4)
-    if session.failure is not None and session.failure[1] == "expired":
+    if cause == "expired":
         return EndReason.SESSION_EXPIRED  # the UA core has sent the BYE (RFC 4028 §10)
     return EndReason.CALLER_GONE
 

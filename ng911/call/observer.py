@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ng911.call.state import CallState
 from ng911.sip.message import Request
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class CallObserver:
                 "nena_call_id": call.content.get("nena_call_id"),
                 "nena_incident_id": call.content.get("nena_incident_id"),
                 "kind": call.kind,
-                "state": "routing",
+                "state": call.state.value,
                 "caller": str(req.from_.uri),
                 "caller_display": req.from_.display_name,
                 "request_uri": str(req.uri),
@@ -81,12 +82,20 @@ class CallObserver:
             }
         )
         self.metrics.active_calls.labels(kind=call.kind).inc()
+        self.metrics.calls_in_state.labels(state=call.state.value).inc()
         self.event(call, "received", kind=call.kind, caller=str(req.from_.uri), request_uri=str(req.uri),
                    sip_call_id=req.call_id, nena_call_id=call.nena_call_id)
 
     def restored(self, call: Call) -> None:
         """A call taken over from the store: live again on this node."""
         self.metrics.active_calls.labels(kind=call.kind).inc()
+        self.metrics.calls_in_state.labels(state=call.state.value).inc()
+
+    def state_changed(self, call: Call, old: CallState, new: CallState) -> None:
+        """Every transition of a call (Call._to, Call.end): ng911_calls_in_state follows."""
+        self.metrics.calls_in_state.labels(state=old.value).dec()
+        if new is not CallState.ENDED:
+            self.metrics.calls_in_state.labels(state=new.value).inc()
 
     def refused(self, request: Request, reason: str, kind: str = "other") -> None:
         log.warning("call refused: %s kind=%s call-id=%s from=%s", reason, kind, request.call_id, request.headers.get("From"))

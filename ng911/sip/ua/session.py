@@ -113,7 +113,7 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
         self._reinvites: deque[_Reinvite] = deque()
         self._glare: TimerHandle | None = None
         #: why the session failed: (method, cause) with cause "408", "481", "timeout",
-        #: "transport" or "expired" — read by the application instead of parsing text
+        #: "transport", "expired" or "no_ack" — read by the application instead of parsing text
         self.failure: tuple[str, str] | None = None
         self._reinvite_final: Response | None = None
         self._reinvite_retx: TimerHandle | None = None
@@ -243,6 +243,7 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
 
     def _ack_timeout(self) -> None:
         log.info("no ACK for 2xx on %s: ending session", self.call_id)
+        self.failure = ("", "no_ack")
         self._retx = None
         self.bye(reason="no ACK")
 

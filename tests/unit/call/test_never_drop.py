@@ -75,6 +75,8 @@ def test_a_caller_that_ignores_the_moves_reinvite_is_given_up_on_with_a_bye_afte
     h.run(10.0)
     # the new position is kept: ACKed with the caller's current media, not given up
     assert len(h.requests_to("ap2", "ACK")) == 1 and h.requests_to("ap2", "BYE") == []
+    assert h.row()["state"] == "moving" and h.metric("ng911_calls_in_state", state="moving") == 1
+    assert h.metric("ng911_calls_in_state", state="talking") == 0
     assert h.requests_to("esrp", "BYE") == []
     h.run(40.0)
     [bye] = h.requests_to("esrp", "BYE")
@@ -279,6 +281,8 @@ def test_thousands_of_calls_leave_nothing_keyed_by_a_finished_call() -> None:
         assert ua._clients == {}
         assert h.observer._queued_at == {}
         assert all(ap.active == 0 for ap in h.controller.pool.aps.values())
+        assert [h.metric("ng911_calls_in_state", state=s.value) for s in CallState if s is not CallState.ENDED] \
+            == [0.0] * 5
         assert len(ua.timers) <= 5, ua.timers  # the wheel holds no call's timer any more
         assert gc.collect() == 0  # nothing was waiting for the cyclic collector
     finally:
