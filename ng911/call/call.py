@@ -570,7 +570,7 @@ class Call:
         status = resp.status if resp is not None else None
         if status == 481:
             self._caller_gone(attempt)
-        elif status is None or status in (408, 487) or status >= 500 and status != 580:
+        elif status is None or status in _TRANSIENT or status >= 500 and status != 580:
             self._caller_failed(attempt, resp, refused=False)
         elif not attempt.offerless_tried:
             # The caller refused this offer, not the position: ask for its offer instead and
@@ -597,7 +597,7 @@ class Call:
             elif resp is not None and resp.status == 481:
                 self._caller_gone(attempt)
             else:
-                transient = resp is None or resp.status in (408, 487) or resp.status >= 500
+                transient = resp is None or resp.status in _TRANSIENT or resp.status >= 500
                 self._caller_failed(attempt, resp, refused=not transient)
             return
         assert attempt.ap_offer is not None
@@ -791,11 +791,21 @@ class Call:
                     self.last_sent_up = relayed
                 else:
                     self.last_sent_ap = relayed
+            status = resp.status if resp is not None else None
+            if other is self.upstream and status == 481 and not self.ended:
+                # The caller's dialog is gone: nobody to keep on the line.
+                self.upstream.forget("481 to a relayed re-INVITE")
+                self.end(EndReason.CALLER_GONE)
+                return
             if token is not self._relay:
                 return  # answered already (a move started meanwhile)
             self._relay = None
             if not ok:
-                leg.reject_update(488 if resp is None else resp.status if resp.status >= 400 else 500)
+                # The offer failed on the far side; this side's session stays as it was. A
+                # 408/481/5xx or no answer is not passed on as such (it would end this dialog
+                # at its peer): 500 with Retry-After says "not now".
+                leg.reject_update(500 if status is None or status in (408, 481) or status >= 500
+                                  else status if status >= 400 else 500)
                 return
             answer = _align(sdp_of(resp), offer)  # type: ignore[arg-type]
             answer = _versioned(mine, answer)
@@ -898,6 +908,10 @@ def _external(uri: str) -> AnswerPoint:
 
     return _ExternalAp(AnswerPointSpec(name=uri, uri=uri, ring_timeout=30.0, no_provisional_timeout=5.0, capacity=1000))
 
+
+#: a caller's answers to a move's re-INVITE that say "not now", not "not this media": 408, a
+#: 487 after our CANCEL of an unanswered re-INVITE, a 491 left after the UA core's glare retries
+_TRANSIENT = frozenset({408, 487, 491})
 
 #: a caller that has not answered the move's re-INVITE this fast: ACK the new position anyway
 #: (with the caller's current media) so it stays on the line while we wait or retry

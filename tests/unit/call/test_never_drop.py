@@ -429,3 +429,28 @@ def test_a_caller_that_never_answers_refreshes_is_given_up_on_with_a_bye_after_t
                     and p.method in ("UPDATE", "INVITE") and p.is_request and p.message.cseq.seq > 1}
     assert len(refresh_txns) == 3  # the first and two more
     assert len(h.requests_to("ap1", "BYE")) == 1
+
+
+def test_a_caller_that_answers_481_to_a_relayed_hold_is_gone_and_the_position_keeps_its_dialog_till_the_bye() -> None:
+    h = harness()
+    talking(h)
+    h.caller.hooks["on_reinvite"] = lambda session, request: session.reject_update(481)
+    h.ap("ap1").hold()
+    h.run(3.0)
+    row = h.row()
+    assert (row["state"], row["end_reason"]) == ("ended", "caller_dialog_gone")
+    assert h.requests_to("esrp", "BYE") == []
+    # the position was not told 481 (that would tear its dialog down as if we had lost it)
+    assert 481 not in h.statuses_to("ap1", "INVITE")
+    assert len(h.requests_to("ap1", "BYE")) == 1 and h.controller.pool.aps["ap1"].active == 0
+
+
+def test_a_relayed_hold_the_caller_does_not_answer_leaves_both_sessions_as_they_were() -> None:
+    h = harness()
+    call = talking(h)
+    h.caller.hooks["on_reinvite"] = lambda session, request: session.reject_update(503)
+    h.ap("ap1").hold()
+    h.run(3.0)
+    assert 500 in h.statuses_to("ap1", "INVITE") and 503 not in h.statuses_to("ap1", "INVITE")
+    assert h.row()["state"] == "talking" and call.state == "confirmed"
+    assert h.requests_to("esrp", "BYE") == [] and h.requests_to("ap1", "BYE") == []
