@@ -236,3 +236,13 @@ def test_the_psap_leg_from_drops_the_control_characters_of_the_display_name() ->
     assert Controller.psap_from(None, SimpleNamespace(request=plain)) == "Alice <sip:alice@127.0.0.1>"  # type: ignore[arg-type]
     only_ctl = parse_message(invite(From=b'"\\\x00" <sip:caller@127.0.0.1>;tag=abc'))
     assert Controller.psap_from(None, SimpleNamespace(request=only_ctl)) == "<sip:caller@127.0.0.1>"  # type: ignore[arg-type]
+
+
+def test_a_stray_cr_ending_the_last_header_line_is_refused_not_kept() -> None:
+    """``From: ...\\r\\r\\n\\r\\n``: the last header line ends in a bare CR before its CRLF (found
+    by test_parser_fuzz: the message parsed, and its re-serialised form did not)."""
+    data = (b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+            b"To: <sip:a@example.com>\r\nCall-ID: x@192.0.2.1\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\n"
+            b"From: <sip:a@example.com>;tag=1\r\r\n\r\n")
+    with pytest.raises(SipParseError, match="Control character in From header"):
+        parse_message(data)
