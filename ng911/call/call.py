@@ -27,7 +27,6 @@ No I/O here: the UA core sends, its timer wheel keeps time, `CallObserver` recor
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +43,9 @@ from ng911.call.state import (
 from ng911.routing.pool import AnswerPoint
 from ng911.sip.headers import quote_string
 from ng911.sip.message import Headers, Request, Response
-from ng911.sip.uri import parse_uri
 from ng911.sip.timerwheel import TimerHandle
-from ng911.sip.ua import Session
+from ng911.sip.ua import Session, failure_cause
+from ng911.sip.uri import parse_uri
 
 if TYPE_CHECKING:
     from ng911.call.port import CallPort
@@ -382,7 +381,7 @@ class Call:
         if response is not None:
             result = "rejected"
         else:
-            result = "transport_error" if reason == "transport error" else "timeout"
+            result = "transport_error" if failure_cause(reason) == "transport" else "timeout"
         self.event("ap_failed", answer_point=attempt.ap.name, reason=reason, result=result)
         if response is not None:
             self._note_transfer_failure(response.status, response.reason, reason)
@@ -757,7 +756,7 @@ class Call:
                 result(True, None)
 
         leg.request("OPTIONS", on_response=on_response,
-                    on_failure=lambda why: result(False, _failover_cause(("OPTIONS", _cause_of(why)))))
+                    on_failure=lambda why: result(False, _failover_cause(("OPTIONS", failure_cause(why)))))
 
     # --- media changes from either side ------------------------------------------------------
     def on_reoffer(self, leg: Session, request: Request) -> None:
@@ -946,10 +945,6 @@ def _failover_cause(failure: tuple[str, str] | None) -> FailoverCause:
         # is a session refresh (RFC 4028) or a relayed offer: the session is what failed.
         return FailoverCause.OPTIONS_TIMEOUT if method == "OPTIONS" else FailoverCause.SESSION_TIMER
     return FailoverCause.AP_FAILED
-
-
-def _cause_of(why: str) -> str:
-    return "timeout" if "timeout" in why else "transport"
 
 
 def _reoffer(last_sent: bytes | None, new: bytes) -> bytes:

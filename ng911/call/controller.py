@@ -13,10 +13,10 @@ import secrets
 from typing import Any, Callable, Iterable
 
 from ng911.call.call import Call
-from ng911.call.state import CallState, EndReason, FailoverCause
 from ng911.call.observer import CallObserver
-from ng911.call.port import CallPort
 from ng911.call.overload import OverloadGuard
+from ng911.call.port import CallPort
+from ng911.call.state import CallState, EndReason, FailoverCause
 from ng911.emergency import append_history, classify, ensure_ids, extract, headers_to_forward
 from ng911.routing.model import RoutingSpec
 from ng911.routing.pool import Pool

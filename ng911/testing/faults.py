@@ -62,7 +62,6 @@ The invariants (each a function over plain data, so each can be shown to fail on
 """
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import random

@@ -26,10 +26,11 @@ from ng911.sip.ua.common import (
     SESSION_EARLY,
     SESSION_TERMINATED,
     SUPPORTED,
+    failure_cause,
 )
 from ng911.sip.ua.reinvite import GLARE_RETRIES
 from ng911.sip.ua.session import Session
 
 __all__ = ["ALLOW", "ANSWERED", "CALLING", "CSEQ_GAP", "Clock", "EARLY", "GLARE_RETRIES", "INCOMING",
            "KNOWN_NOT_ALLOWED", "NameAddr", "SESSION_CONFIRMED", "SESSION_EARLY", "SESSION_TERMINATED",
-           "SUPPORTED", "Session", "UaConfig", "UaHandler", "UaPort", "UserAgent"]
+           "SUPPORTED", "Session", "UaConfig", "UaHandler", "UaPort", "UserAgent", "failure_cause"]

@@ -105,8 +105,9 @@ def _session_expires(msg: Request | Response) -> tuple[int, str | None] | None:
     return int(head), refresher
 
 
-def _cause(reason: str) -> str:
-    """A transaction failure ("timeout", "transport error") as a ``Session.failure`` cause."""
+def failure_cause(reason: str) -> str:
+    """A transaction failure as the UA core reports it ("timeout", "transport error") as a
+    ``Session.failure`` cause: "timeout" or "transport"."""
     return "timeout" if "timeout" in reason else "transport"
 
 

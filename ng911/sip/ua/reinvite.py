@@ -18,10 +18,10 @@ from ng911.sip.ua.common import (
     SESSION_CONFIRMED,
     SESSION_TERMINATED,
     SUPPORTED,
-    _cause,
     _ClientCtx,
     _is_reliable,
     _is_sdp,
+    failure_cause,
 )
 
 log = logging.getLogger("ng911.sip.ua")
@@ -225,7 +225,7 @@ class Reinvites:
                 g.cancel()
             self._reinvite_out = self._offer_out = False
             if item.fail_session:
-                self._failed(f"re-INVITE {reason}", ("INVITE", _cause(reason)))
+                self._failed(f"re-INVITE {reason}", ("INVITE", failure_cause(reason)))
             item.done(None)
             self._pump_reinvites()
 

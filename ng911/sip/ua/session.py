@@ -28,13 +28,13 @@ from ng911.sip.ua.common import (
     SESSION_EARLY,
     SESSION_TERMINATED,
     SUPPORTED,
-    _cause,
     _ClientCtx,
     _is_reliable,
     _is_sdp,
     _next_hop,
     _session_expires,
     _session_expires_or_none,
+    failure_cause,
 )
 from ng911.sip.ua.prack import ReliableProvisionals
 from ng911.sip.ua.reinvite import Reinvites, _Reinvite
@@ -424,7 +424,7 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
             # The INVITE was answered (its client transaction lingers, RFC 6026 Accepted) and
             # now the transport says the peer is gone (an ICMP unreachable, a reset): the
             # session has failed, like any in-dialog request meeting a transport error.
-            self._failed(f"INVITE {reason}", ("INVITE", _cause(reason)))
+            self._failed(f"INVITE {reason}", ("INVITE", failure_cause(reason)))
             return
         self._terminate(reason, notify=False)
         self.ua.handler.on_failed(self, None, reason)
@@ -556,7 +556,7 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
             if on_failure is not None:
                 on_failure(reason)
             if fail_session:
-                self._failed(f"{method} {reason}", (method, _cause(reason)))
+                self._failed(f"{method} {reason}", (method, failure_cause(reason)))
 
         return self.ua.send_request(req, response, failure, self._dest_for(req))
 
