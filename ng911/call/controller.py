@@ -20,7 +20,7 @@ from ng911.call.state import CallState, EndReason, FailoverCause
 from ng911.emergency import append_history, classify, ensure_ids, extract, headers_to_forward
 from ng911.routing.model import RoutingSpec
 from ng911.routing.pool import Pool
-from ng911.sip.headers import parse_name_addr
+from ng911.sip.headers import parse_name_addr, printable_display_name
 from ng911.sip.message import Request, Response
 from ng911.sip.timerwheel import TimerHandle
 from ng911.sip.ua import Session, UaHandler, UserAgent
@@ -261,8 +261,6 @@ class Controller(UaHandler):
         """The From of the PSAP leg: the caller's identity (display name and URI), new tag.
         The display name loses any control character (an escaped NUL is legal from the caller,
         not something to hand a position's phone): see printable_display_name."""
-        from ng911.sip.headers import printable_display_name  # noqa: PLC0415 - kept to this method
-
         f = call.request.from_
         return str(f.__class__(printable_display_name(f.display_name), f.uri, ()))
 
