@@ -41,7 +41,7 @@ CALL_KINDS = ("emergency", "test", "other")
 #: ng911.call.state.CallState's words (the store sits below the call layer: a unit test keeps
 #: the two equal)
 CALL_STATES = ("routing", "ringing", "queued", "talking", "moving", "ended")
-LEG_ROLES = ("upstream", "psap")
+LEG_ROLES = ("upstream", "psap", "moving")
 
 
 class EpochSeconds(sa.TypeDecorator[float]):
@@ -99,6 +99,8 @@ class Node(ModelBase):
         EpochSeconds, comment="last heartbeat written by the node")
     lease_expires_at: Mapped[float | None] = mapped_column(
         EpochSeconds, comment="after this, survivors may claim the node's calls; NULL: no lease yet")
+    sip_uri: Mapped[str | None] = mapped_column(
+        sa.Text, comment="the node's own SIP address (its Contact)")
 
 
 class Call(ModelBase):
@@ -153,6 +155,12 @@ class Call(ModelBase):
         sa.Text, comment="node driving the call; every write is conditional on owner_node+owner_epoch")
     owner_epoch: Mapped[int] = mapped_column(
         sa.BigInteger, comment="owner node's epoch when it took the call")
+    upstream_invite: Mapped[bytes | None] = mapped_column(
+        sa.LargeBinary, comment="the caller's INVITE as received (Via stack, body)")
+    upstream_flow: Mapped[Any | None] = mapped_column(
+        _json(), comment="transport and address the caller's INVITE came from")
+    move: Mapped[Any | None] = mapped_column(
+        _json(), comment="the move in progress (cause, target, started); NULL: none")
 
 
 class Leg(ModelBase):
@@ -165,7 +173,8 @@ class Leg(ModelBase):
     call_id: Mapped[str] = mapped_column(
         sa.Text, sa.ForeignKey("calls.call_id", ondelete="CASCADE"), primary_key=True)
     role: Mapped[str] = mapped_column(
-        sa.Text, primary_key=True, comment="upstream (caller side) | psap (answer point side)")
+        sa.Text, primary_key=True,
+        comment="upstream (caller side) | psap (answer point side) | moving (a move's new leg)")
     dialog: Mapped[Any | None] = mapped_column(
         _json(), comment="serialised dialog: Call-ID, tags, CSeqs, route set, target, transport")
     local_sdp: Mapped[bytes | None] = mapped_column(

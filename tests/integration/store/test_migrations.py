@@ -53,7 +53,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path, pg_server: str):  
             yield url
 
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 def test_upgrade_an_empty_database_to_head(empty_url: str) -> None:
@@ -147,7 +147,8 @@ def test_status_behind_when_the_code_has_a_newer_revision(tmp_path: Path) -> Non
 def test_migrations_are_found_from_the_package() -> None:
     path = migrations_dir()
     assert (path / "env.py").is_file()
-    assert sorted(p.name for p in (path / "versions").glob("*.py")) == ["0001_initial.py", "0002_call_state_check.py"]
+    assert sorted(p.name for p in (path / "versions").glob("*.py")) == ["0001_initial.py", "0002_call_state_check.py",
+                                                                           "0003_cluster.py"]
 
 
 def test_a_call_row_holds_only_a_state_of_the_state_machine(empty_url: str) -> None:
