@@ -24,6 +24,7 @@ from ng911.sip.transaction.actions import (
     TransactionTimeout,
 )
 from ng911.sip.transaction.layer import TransactionLayer
+from ng911.sip.ua.adopt import InviteAdoption
 from ng911.sip.ua.common import (
     ALLOW,
     CSEQ_GAP,
@@ -102,7 +103,7 @@ class UaConfig:
     prefer_100rel: bool = True  # send reliable provisionals when the peer supports them
 
 
-class UserAgent:
+class UserAgent(InviteAdoption):
     def __init__(self, port: UaPort, clock: Clock, handler: UaHandler | None = None, config: UaConfig | None = None):
         self.port = port
         self.clock = clock
@@ -334,12 +335,15 @@ class UserAgent:
         cseq_gap: int = CSEQ_GAP,
         session_interval: int | None = None,
         peer_allow: frozenset[str] | set[str] = frozenset(),
+        source: Any = None,
     ) -> Session:
         """Take over a confirmed dialog stored by another UA (``Dialog.to_dict``): a session
         for it, registered so that the peer's in-dialog requests reach it. Our CSeq jumps
         ``cseq_gap`` past the stored one: the UA that stored it may have sent requests after
         its last write. Nothing is sent; a target refresh (``reinvite``) tells the peer our
-        Contact."""
+        Contact. ``source``: the leg's stored flow (``flow_from_dict``), which sets the
+        transport of our Contact and whether our 2xx are retransmitted; by default, the
+        destination of the remote target. An INVITE still unanswered is ``adopt_invite``."""
         d = Dialog.from_dict(dialog)
         d.state = CONFIRMED
         d.local_seq = (d.local_seq or 0) + cseq_gap
@@ -360,7 +364,7 @@ class UserAgent:
         if d.is_uac and peer_allow:
             session.user_data["peer_allow"] = frozenset(m.lower() for m in peer_allow)
         probe = d.create_request("OPTIONS", cseq=d.local_seq)
-        session.dest = session.source = self.port.destination(probe, _next_hop(probe))
+        session.dest = session.source = source if source is not None else self.port.destination(probe, _next_hop(probe))
         if session_interval:
             session.session_interval, session.refresher = session_interval, session.role  # we refresh
         self.dialogs[d.id] = session
