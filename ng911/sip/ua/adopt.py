@@ -141,7 +141,10 @@ class InviteAdoption:
         """Answer a caller's INVITE that another node received and never answered.
 
         ``raw``: the INVITE's bytes as stored (module docstring); ``source``: the flow it came
-        over (``flow_from_dict``), where responses go; ``local_tag``: the To tag the dead
+        over (``flow_from_dict``), as ``UaPort.send`` gets it for every response — its
+        transport also decides our Contact's and whether the 2xx is retransmitted (UDP) or
+        not (TCP/TLS), its remote address the ``received``/``rport`` stamped on the top Via
+        when ``raw`` was stored unstamped; ``local_tag``: the To tag the dead
         node's provisional responses carried (None if it sent none with a tag: ``ring`` then
         picks a new one); ``local_sdp``: the SDP it had already sent (an early answer), kept
         as ``session.local_sdp``.

@@ -356,3 +356,22 @@ def test_adopt_of_a_confirmed_dialog_takes_the_stored_flow_as_its_source() -> No
     session = b.ua.adopt(dialog, local_sdp=ANSWER, remote_sdp=OFFER, source=source)
     assert session.source == session.dest == source
     assert session._contact() == "<sip:ng911@10.0.0.3:5070;transport=tcp>"
+
+
+def test_the_request_the_application_was_given_serves_as_well_as_the_bytes_off_the_wire() -> None:
+    """A stores ``session.invite.to_bytes()`` (already stamped with received/rport): stamping
+    again on adoption changes nothing, and B's responses carry A's Via stack all the same."""
+    c = Cluster()
+    c.net.inject(TCP_INVITE, KAM, c.a.address, "TCP")
+    c.run(0.5)
+    a_session = c.a.handler.session
+    [a_180] = c.sent_by("a", 180)
+    assert a_session.dialog is not None
+    stored = (a_session.invite.to_bytes(), flow_to_dict(a_session.source), a_session.dialog.local_tag)
+    c.kill_a()
+    raw, flow, tag = stored
+    session = c.b.ua.adopt_invite(raw, source=flow_from_dict(flow), local_tag=tag)
+    session.ring(180)
+    c.run(0.5)
+    [b_180] = c.sent_by("b", 180)
+    assert vias(b_180) == vias(a_180) and b_180.dst == KAM
