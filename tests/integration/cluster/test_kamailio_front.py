@@ -153,3 +153,99 @@ def test_new_calls_are_spread_over_both_nodes_and_record_routed(
         for bye in node.received("BYE"):
             assert not bye.header("Route"), f"the front left its Route in:\n{bye.head}"
     REPORT.append(f"kamailio front ({proto}): 6 calls spread node1={len(got1)} node2={len(got2)}")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_call_placed_right_after_a_node_dies_is_answered_by_the_survivor(
+        transport: str, sipps: Sipps, kamailio_factory: Callable[..., Kamailio]) -> None:
+    """kill -9 a node, call at once (before the probes notice): each INVITE that goes to the dead
+    node moves on to the survivor (failure_route); then every new call goes to the survivor."""
+    p1, p2 = free_port(), free_port()
+    n1 = sipps.node("node1", p1, transport=transport)
+    n2 = sipps.node("node2", p2, transport=transport)
+    kam = front(kamailio_factory, p1, p2)
+    run_caller(sipps, kam, transport=transport, calls=2)  # both nodes took a call: both alive
+    assert invites(n1) and invites(n2)
+    before = len(invites(n1))
+
+    killed_at = n2.kill9()
+    started = time.monotonic()
+    caller = run_caller(sipps, kam, transport=transport, calls=4)
+    first_answer = caller.messages()
+    # Every call was answered by the survivor; at least one INVITE met the dead node first (round
+    # robin alternates) and was moved on.
+    assert len(invites(n1)) == before + 4, caller.summary()
+    assert failovers(kam) >= 1, kam.log_text()[-4000:]
+
+    # The dead node is out of the rotation (marked by the failed branch, kept out by the probes).
+    dead = node_uri(p2, transport)
+    wait_until(lambda: dispatcher_flags(kam).get(dead, "").startswith("I"), 10.0, f"{dead} inactive")
+    out_after = time.monotonic() - started
+    tried = failovers(kam)
+    run_caller(sipps, kam, transport=transport, calls=4)
+    assert len(invites(n1)) == before + 8
+    assert failovers(kam) == tried, "a new call was still sent to the dead node:\n" + kam.log_text()[-3000:]
+
+    ok = [m for m in first_answer if m.direction == "received" and m.status == 200 and m.method == "INVITE"]
+    first_200 = min(m.at for m in ok) - killed_at if ok else float("nan")
+    REPORT.append(f"kamailio front ({'tcp' if transport == 't1' else 'udp'}): after kill -9 of a node, "
+                  f"first call answered {first_200:.2f} s after the kill; dead node inactive "
+                  f"{out_after:.2f} s after the kill; failovers {tried}")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_probes_take_an_idle_dead_node_out_and_bring_it_back(
+        transport: str, sipps: Sipps, kamailio_factory: Callable[..., Kamailio]) -> None:
+    """With no traffic, the OPTIONS probes alone mark a killed node inactive within seconds; new
+    calls then never try it; once it answers probes again it gets calls again."""
+    p1, p2 = free_port(), free_port()
+    n1 = sipps.node("node1", p1, transport=transport)
+    n2 = sipps.node("node2", p2, transport=transport)
+    kam = front(kamailio_factory, p1, p2)
+    dead = node_uri(p2, transport)
+    wait_until(lambda: dispatcher_flags(kam).get(dead, "").startswith("A"), 10.0, f"{dead} active")
+
+    n2.kill9()
+    killed = time.monotonic()
+    wait_until(lambda: dispatcher_flags(kam).get(dead, "").startswith("I"), 15.0, f"{dead} inactive",
+               interval=0.1)
+    detected = time.monotonic() - killed
+    run_caller(sipps, kam, transport=transport, calls=4)
+    assert len(invites(n1)) == 4
+    assert failovers(kam) == 0, kam.log_text()[-3000:]
+
+    n2b = sipps.node("node2", p2, transport=transport)
+    revived = time.monotonic()
+    wait_until(lambda: dispatcher_flags(kam).get(dead, "").startswith("A"), 15.0, f"{dead} active again",
+               interval=0.1)
+    back = time.monotonic() - revived
+    run_caller(sipps, kam, transport=transport, calls=2)
+    assert len(invites(n2b)) >= 1, "the node that came back got no call"
+    REPORT.append(f"kamailio front ({'tcp' if transport == 't1' else 'udp'}): idle node killed -> inactive "
+                  f"after {detected:.2f} s (probes only); restarted -> active after {back:.2f} s")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_in_dialog_requests_follow_a_dialog_moved_to_another_node(
+        transport: str, sipps: Sipps, kamailio_factory: Callable[..., Kamailio]) -> None:
+    """The node that answers gives the other node's Contact (as a takeover's target refresh does):
+    the caller's ACK and BYE, routed by the front's Route header, reach that other node."""
+    p1, p2 = free_port(), free_port()
+    n1 = sipps.node("node1", p1, transport=transport, calls=1, contact_port=p2, scenario="node_answer_elsewhere.xml")
+    n2 = sipps.node("node2", p2, transport=transport, calls=1, contact_port=p1, scenario="node_answer_elsewhere.xml")
+    kam = front(kamailio_factory, p1, p2)
+
+    run_caller(sipps, kam, transport=transport, calls=1)
+
+    for rc_node in (n1, n2):
+        assert rc_node.wait(10) == 97, rc_node.summary()  # each got to the end of its scenario
+    (answered, other, other_port) = (n1, n2, p2) if invites(n1) else (n2, n1, p1)
+    assert len(invites(answered)) == 1 and not invites(other)
+    cid = invites(answered)[0].header("Call-ID")
+    assert not answered.received("ACK") and not answered.received("BYE")
+    byes, acks = other.received("BYE"), other.received("ACK")
+    assert [b.header("Call-ID") for b in byes] == [cid] and [a.header("Call-ID") for a in acks] == [cid]
+    # R-URI is the Contact the caller was given; the front's Route was consumed.
+    assert f"@{HOST}:{other_port}" in byes[0].start_line, byes[0].start_line
+    assert not byes[0].header("Route"), byes[0].head
+    assert len(byes[0].header_all("Via")) == 2, "the BYE did not pass through the front"
