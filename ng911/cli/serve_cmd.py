@@ -4,6 +4,11 @@ Exit status: 0 fine; 2 bad configuration (one line naming the key); 3 database s
 the code's head (run `ng911 migrate`); 1 anything else. `ng911 status` also exits 4 when the
 node or the database is degraded (the database unreachable, or the node's store down).
 
+`ng911 status` lists the nodes of the cluster as the database has them (``ng911.cluster.view``):
+epoch, lease (alive / expired / none, by the database's clock), heartbeat age, live calls owned
+and stranded (owned by an older epoch of the node), SIP address. An expired lease with live calls
+still under the node's name is marked ``TAKEOVER PENDING``; it changes no exit status.
+
 `serve` does not need its database to start: PostgreSQL unreachable → it serves degraded (the
 "serving" line says `"store": "degraded"`, `ng911_store_up` is 0) and registers the node once
 the database answers. A database that answers with a schema behind the code is still exit 3.
@@ -36,9 +41,10 @@ def register(sub: Any) -> None:
     m.add_argument("--config", required=True, help="TOML file naming the database (or NG911_DATABASE_URL)")
     m.set_defaults(func=migrate)
 
-    s = sub.add_parser("status", help="live calls and answer point health, read from the store",
-                       description="Print the live calls and the answer points' health as the "
-                                   "database has them (what every node of the cluster wrote).")
+    s = sub.add_parser("status", help="nodes, live calls and answer point health, read from the store",
+                       description="Print the cluster's nodes (leases, calls owned), the live calls "
+                                   "and the answer points' health as the database has them (what "
+                                   "every node of the cluster wrote).")
     s.add_argument("--config", required=True, help="TOML file naming the database")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=status)
@@ -120,6 +126,7 @@ def status(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     from sqlalchemy import exc
 
+    from ng911.cluster.view import nodes_overview
     from ng911.store import db
     from ng911.store.store import SqlStore
 
@@ -129,7 +136,8 @@ def status(args: argparse.Namespace) -> int:
     except (exc.OperationalError, exc.InterfaceError) as e:
         reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
         if args.json:
-            print(json.dumps({"node": node, "database": "unreachable", "calls": None, "answer_points": None}))
+            print(json.dumps({"node": node, "database": "unreachable", "nodes": None, "calls": None,
+                              "answer_points": None}))
         else:
             print(f"node: {_describe(node)}")
             print(f"database: UNREACHABLE ({reason})")
@@ -139,27 +147,64 @@ def status(args: argparse.Namespace) -> int:
         return EXIT_SCHEMA
     store = SqlStore(settings.database.url)
     try:
+        nodes = nodes_overview(store.engine)
         calls = store.live_calls()
         aps = store.answer_points()
     finally:
         store.stop(timeout=1.0)
     rc = EXIT_DEGRADED if node.get("store") == "degraded" else 0
     if args.json:
-        print(json.dumps({"node": node, "database": "up", "calls": calls, "answer_points": aps}, default=str))
+        print(json.dumps({"node": node, "database": "up", "nodes": nodes, "calls": calls,
+                          "answer_points": aps}, default=_json_value))
         return rc
     print(f"node: {_describe(node)}")
     print("database: up")
+    print(f"nodes: {len(nodes)}")
+    for n in nodes:
+        print(f"  {_describe_cluster_node(n)}")
+    known = {n["name"] for n in nodes}
+    orphans = sorted({f"{c['owner_node']}@{c['owner_epoch']}" for c in calls if c.get("owner_node") not in known})
+    if orphans:
+        print(f"  live calls owned by no known node: {', '.join(orphans)}")
     now = time.time()
     print(f"live calls: {len(calls)}")
     for c in calls:
         created = c.get("created_at")
-        age = f"{now - created.timestamp():.0f}s" if hasattr(created, "timestamp") else "?"
+        age = f"{now - created:.0f}s" if isinstance(created, (int, float)) else "?"
         print(f"  {c['call_id']:<22} {c.get('kind', ''):<9} {c.get('state', ''):<8} {age:>6}  "
               f"ap={c.get('answer_point') or '-':<6} caller={c.get('caller')}  nena={c.get('nena_call_id')}")
     print(f"answer points: {len(aps)}")
     for ap in aps:
         print(f"  {ap['name']:<8} {'up' if ap.get('up') else 'DOWN':<5} {ap.get('uri')}")
     return rc
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):  # a stored SIP message (upstream_invite)
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _describe_cluster_node(n: dict[str, Any]) -> str:
+    """One line per node: `node1 epoch 3 alive (2.1s left) heartbeat 0.9s ago owns 2 sip:...`."""
+    from ng911.cluster.view import takeover_pending
+
+    if n["lease"] == "alive":
+        lease = f"alive ({n['lease_remaining']:.1f}s left)"
+    elif n["lease"] == "expired":
+        lease = f"EXPIRED ({-n['lease_remaining']:.1f}s ago)"
+    else:
+        lease = "no lease"
+    age = n.get("heartbeat_age")
+    beat = f"heartbeat {age:.1f}s ago" if age is not None else "no heartbeat"
+    calls = f"owns {n['calls_owned']}"
+    if n["calls_stranded"]:
+        calls += f" + {n['calls_stranded']} stranded (older epoch)"
+    text = (f"{n['name']:<10} epoch {n['epoch']:<4} {lease:<22} {beat:<24} {calls:<10} "
+            f"{n.get('sip_uri') or '-'}")
+    if takeover_pending(n):
+        text += "  TAKEOVER PENDING"
+    return text
 
 
 def _describe(node: dict[str, Any]) -> str:
