@@ -152,6 +152,23 @@ METRICS: tuple[MetricSpec, ...] = (
                {"what": STORE_SHED_KINDS}),
     MetricSpec("store_coalesced", Counter, "ng911_store_coalesced_total",
                "Writes merged into one already queued (a call's updates, a leg's saves)."),
+    MetricSpec("cluster_lease_remaining", Gauge, "ng911_cluster_lease_remaining_seconds",
+               "Seconds left of this node's own lease as it knows it (negative: lapsed; it holds "
+               "requests on stored calls until a heartbeat confirms it)."),
+    MetricSpec("cluster_nodes", Gauge, "ng911_cluster_nodes",
+               "Nodes of the cluster by lease state, as the last heartbeat read them.", ("lease",),
+               {"lease": ("alive", "expired", "none")}),
+    MetricSpec("cluster_calls_owned", Gauge, "ng911_cluster_calls_owned",
+               "Live calls per owning node (any epoch), as the last heartbeat read them.", ("node",)),
+    MetricSpec("cluster_heartbeat_failures", Counter, "ng911_cluster_heartbeat_failures_total",
+               "Heartbeats that did not reach the database."),
+    MetricSpec("cluster_takeovers", Counter, "ng911_cluster_takeovers_total",
+               "Calls this node claimed from a dead node, by the state they were in.", ("state",),
+               {"state": CALL_STATES}),
+    MetricSpec("cluster_calls_lost", Counter, "ng911_cluster_calls_lost_total",
+               "Calls this node stopped acting on because another node owns them (fenced)."),
+    MetricSpec("cluster_held_requests", Gauge, "ng911_cluster_held_requests",
+               "Requests held while this node's lease is not confirmed."),
     MetricSpec("build_info", Gauge, "ng911_build_info", "Always 1; the version is the label.", ("version",)),
     MetricSpec("hunt_attempts", Counter, "ng911_hunt_attempts_total",
                "Answer points tried by the hunt, by result.", ("result",), {"result": HUNT_RESULTS}),
@@ -186,6 +203,13 @@ class MetricsSink(Protocol):
     store_write_errors: Any
     store_shed: Any
     store_coalesced: Any
+    cluster_lease_remaining: Any
+    cluster_nodes: Any
+    cluster_calls_owned: Any
+    cluster_heartbeat_failures: Any
+    cluster_takeovers: Any
+    cluster_calls_lost: Any
+    cluster_held_requests: Any
     build_info: Any
     hunt_attempts: Any
 

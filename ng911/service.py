@@ -62,11 +62,17 @@ class Service:
     _lag_expected: float | None = None
     _counted: dict[Any, int] = field(default_factory=dict)
     _was_up: bool | None = None
+    member: Any = None  # the ClusterMember when cluster.enabled
 
     def start(self) -> None:
         self.store.start()
         self.stack.listen()
         self.health.start()
+        if self.member is not None:
+            self.member.sip_uri = f"sip:{self.settings.sip.host}:{self.stack.ports.get('UDP') or self.stack.ports.get('TCP')}"
+            if self.epoch is not None:
+                self.member.registered(self.epoch)
+            self.member.start()
         port = serve_metrics(self.reactor, self.registry, self.settings.metrics.host, self.settings.metrics.port)
         self.listening.append(port)
         from twisted.internet.task import LoopingCall
@@ -97,6 +103,8 @@ class Service:
         self.epoch = epoch
         if self.observer is not None:
             self.observer.owner = (self.settings.node.name, epoch)
+        if self.member is not None:
+            self.member.registered(epoch)
         log.info("node %s registered with epoch %d: the database answers", self.settings.node.name, epoch)
         self._sample()
 
@@ -134,6 +142,8 @@ class Service:
 
     def stop(self) -> Any:
         self.health.stop()
+        if self.member is not None:
+            self.member.stop()
         for task in (self._gauges, self._full_gc, self._lag_probe):
             if task is not None and task.running:
                 task.stop()
@@ -232,16 +242,37 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
         def fenced(call_id: str) -> None:
             def forget() -> None:
                 metrics.store_fenced_writes.inc()
-                call = controller.calls.pop(call_id, None)
-                if call is not None:
-                    log.error("lost ownership of call %s: forgetting it (fenced write)", call_id)
+                controller.forget_call(call_id, "a write of it matched no row (fenced)")
 
             reactor.callFromThread(forget)
 
+        def stored(call_ids: list[str]) -> None:
+            def mark() -> None:
+                for call_id in call_ids:
+                    call = controller.calls.get(call_id)
+                    if call is not None:
+                        call.stored = True
+
+            reactor.callFromThread(mark)
+
         store.on_fenced = fenced
+        store.on_stored = stored
     # a backlogged store pushes back on non-emergency work (503 + Retry-After)
     controller.overload.backlogged = lambda: bool(getattr(store, "backlogged", False))
     service = Service(settings, reactor, store, metrics, registry, controller, stack, health, epoch, observer)
+    if settings.cluster.enabled:
+        from ng911.cluster.member import ClusterMember
+
+        lease = settings.cluster.lease_duration
+        # An engine of its own: a heartbeat never queues behind the store's writes, and gives
+        # up within a lease (a heartbeat later than that proves nothing).
+        engine = store_db.engine_for(settings.database.url, statement_timeout_ms=int(lease * 1000),
+                                     pool_size=2, max_overflow=2)
+        member = ClusterMember(reactor, node=node, heartbeat_interval=settings.cluster.heartbeat_interval,
+                               lease_duration=lease, engine=engine, controller=controller, metrics=metrics,
+                               sip_uri=None)
+        member.wrap_port(stack.ua)
+        service.member = member
     if epoch is None:
         store.on_registered = lambda e: reactor.callFromThread(service.registered, e)
     return service

@@ -116,6 +116,8 @@ class Call:
         self._relay: object | None = None  # token of the offer being relayed between the legs
         self._keepalive: TimerHandle | None = None
         self._last_provisional = self.created
+        #: its row is committed in the database (another node could claim it from now on)
+        self.stored = False
 
     # --- rebuilt from the store (a node taking a call over) ---------------------------------
     @classmethod
@@ -133,6 +135,7 @@ class Call:
         call = cls(port, upstream, request, call_id=row["call_id"], kind=row["kind"], queue=row["queue"],
                    content=content, forward_headers=[])
         call.state = TALKING
+        call.stored = True
         call.created, call.answered_at = row["created_at"], row.get("answered_at")
         legs = row.get("legs", {})
         call.caller_offer = (legs.get("upstream") or {}).get("remote_sdp")
@@ -147,10 +150,10 @@ class Call:
         psap.user_data.update(call=call, last_offer=psap.remote_sdp)
         return call
 
-    def resume(self) -> None:
+    def resume(self, *, taken_from: str | None = None) -> None:
         """Carry on a restored call: a target refresh of both legs (re-INVITE with our
         Contact and the last SDP, version + 1), so the peers' in-dialog requests come here."""
-        self.event("resumed", answer_point=self.psap_ap.name if self.psap_ap else None)
+        self.event("resumed", answer_point=self.psap_ap.name if self.psap_ap else None, taken_from=taken_from)
         for leg, last in ((self.upstream, self.last_sent_up), (self.psap, self.last_sent_ap)):
             if leg is None or last is None:
                 continue
@@ -727,6 +730,12 @@ class Call:
         leg = self.psap
         if leg is None or self.ended or self.state != TALKING:
             return
+        if not self.c.may_act(self):
+            # This node's lease is not confirmed (paused, or cut from its database): another
+            # node may own the call by now. A probe would be held and then time out, which
+            # is no evidence against the position: look again later.
+            self._start_probe()
+            return
         settled = {"done": False}
         timeout = self.c.routing.health.options_timeout
 
@@ -887,6 +896,28 @@ class Call:
             outcome = "answered" if self.answered_at is not None else "failed"
         self.event("ended", reason=reason.value, outcome=outcome, detail=detail, state=ENDED.value)
         self.c.call_ended(self, outcome, reason.value)
+
+    def detach(self, why: str) -> None:
+        """Fenced: another node owns this call now (DESIGN "Cluster": fencing is total). Stop
+        at once and send nothing more on it: every timer cancelled, every leg forgotten (no
+        BYE, no CANCEL; the UA core stops their retransmissions and refreshes), the position
+        freed here (its new owner counts it). Nothing is written: the row is not ours."""
+        if self.ended:
+            return
+        previous, self.state = self.state, ENDED
+        self.c.observer.state_changed(self, previous, ENDED)
+        self._cancel_wait()
+        self._stop_probe()
+        self._stop_keepalive()
+        self._relay = None
+        attempt, self.attempt = self.attempt, None
+        if attempt is not None:
+            self._drop_attempt(attempt)
+        if self.psap_ap is not None and self.psap_ap.name in self.c.pool.aps:
+            self.c.pool.release(self.psap_ap)
+        for leg in [self.upstream, self.psap] + ([attempt.leg] if attempt is not None else []):
+            if leg is not None and leg.state != "terminated":
+                leg.forget(why)
 
     def _stop_keepalive(self) -> None:
         if self._keepalive is not None:

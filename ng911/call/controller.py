@@ -86,6 +86,10 @@ class Controller(UaHandler):
         self.overload = OverloadGuard()
         #: what calls are built on: this controller, seen through the narrow CallPort
         self.call_port: CallPort = self
+        #: the cluster's verdict: may this node act on a call now (see ng911.cluster.member)
+        self.acting: Callable[[Call], bool] = lambda call: True
+        #: told the SIP Call-IDs of a call this node lost (the send gate drops their requests)
+        self.on_call_lost: Callable[[list[str]], None] | None = None
 
     def attach(self, ua: UserAgent) -> None:
         self.ua = ua
@@ -99,6 +103,9 @@ class Controller(UaHandler):
 
     def invite(self, target: str, **kwargs: Any) -> Session:
         return self.ua.invite(target, **kwargs)
+
+    def may_act(self, call: Call) -> bool:
+        return self.acting(call)
 
     # --- admission ------------------------------------------------------------------------
     def _trusted(self, source: Any) -> bool:
@@ -288,12 +295,32 @@ class Controller(UaHandler):
         if self.on_call_ended is not None:
             self.on_call_ended(call)
 
-    # --- a call taken over ----------------------------------------------------------------
-    def restore_call(self, row: dict[str, Any]) -> Call:
+    # --- a call taken over, a call lost ----------------------------------------------------
+    def forget_call(self, call_id: str, why: str) -> bool:
+        """Another node owns the call now: stop acting on it at once and say nothing more on
+        it (Call.detach); its record is the new owner's to write. False: not a call here."""
+        call = self.calls.pop(call_id, None)
+        if call is None:
+            return False
+        sip_ids = sorted({leg.call_id for leg in call.legs()})
+        call.detach(why)
+        for leg in call.legs():
+            leg.user_data.pop("call", None)
+        self.observer.lost(call, why)
+        if self.on_call_lost is not None:
+            self.on_call_lost(sip_ids)
+        return True
+
+    def restore_call(self, row: dict[str, Any], *, taken_from: str | None = None) -> Call:
         """Adopt the stored dialogs of a talking call (``row``: a calls row with its ``legs``)
-        and carry it on from here: both legs get a target refresh. Who may take a call over
+        and carry it on from here: both legs get a target refresh. A call that was moving is
+        restored on the position it was leaving: the refresh of that leg tells whether it is
+        still there (if not, it fails over as any call would). Who may take a call over
         (leases, fencing) is the cluster's business; this is the mechanism."""
-        if CallState(row["state"]) is not CallState.TALKING:
+        state = CallState(row["state"])
+        if state is CallState.MOVING and row.get("legs", {}).get("psap"):
+            row = dict(row, state=CallState.TALKING.value)
+        elif state is not CallState.TALKING:
             raise ValueError(f"a call in state {row['state']} cannot be restored yet")
         legs = row["legs"]
         up, ap = legs["upstream"], legs["psap"]
@@ -303,7 +330,7 @@ class Controller(UaHandler):
         call = Call.restore(self.call_port, row, upstream=upstream, psap=psap)
         self.calls[call.call_id] = call
         self.observer.restored(call)
-        call.resume()
+        call.resume(taken_from=taken_from)
         return call
 
     # --- operator / drill -----------------------------------------------------------------

@@ -54,6 +54,9 @@ class CallObserver:
                 fields["answer_point"] = call.psap_ap.name
             if kind == "answered":
                 fields["answered_at"] = now
+            # the move in progress, for a node that takes the call over mid-move
+            fields["move"] = ({"cause": clean.get("reason"), "event": kind, "started": now}
+                              if state == CallState.MOVING.value else None)
             self.store.call_updated(call.call_id, self.owner, **fields)
         result = _hunt_result(kind, clean)
         if result is not None:
@@ -79,6 +82,9 @@ class CallObserver:
                 "created_at": call.created,
                 "owner_node": self.owner[0],
                 "owner_epoch": self.owner[1],
+                # the caller's INVITE as this node answers it (Via stack, body): a node that
+                # takes the call over before it is answered answers on the same transaction
+                "upstream_invite": req.to_bytes(),
             }
         )
         self.metrics.active_calls.labels(kind=call.kind).inc()
@@ -90,6 +96,15 @@ class CallObserver:
         """A call taken over from the store: live again on this node."""
         self.metrics.active_calls.labels(kind=call.kind).inc()
         self.metrics.calls_in_state.labels(state=call.state.value).inc()
+
+    def lost(self, call: Call, why: str) -> None:
+        """Another node owns the call now: this node stops counting it (nothing is written:
+        the row is the new owner's)."""
+        log.warning("call %s lost: %s; this node stops acting on it", call.call_id, why,
+                    extra={"call_id": call.call_id, "nena_call_id": call.nena_call_id, "event": "lost"})
+        self.metrics.active_calls.labels(kind=call.kind).dec()
+        self.metrics.cluster_calls_lost.inc()
+        self.queue_wait_ended(call)
 
     def state_changed(self, call: Call, old: CallState, new: CallState) -> None:
         """Every transition of a call (Call._to, Call.end): ng911_calls_in_state follows."""

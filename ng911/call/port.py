@@ -43,7 +43,12 @@ class CallPort(Protocol):
 
     def call_ended(self, call: Call, outcome: str, reason: str) -> None: ...
 
+    def may_act(self, call: Call) -> bool:
+        """False while another node may own ``call`` (this node's cluster lease is not
+        confirmed): start nothing on it that a silence would be read against (a probe)."""
+        ...
+
 
 #: the members of the port, for tests that hold a call to them
 MEMBERS = frozenset({"routing", "pool", "observer", "now", "call_at", "invite", "psap_from", "history_for",
-                     "save_legs", "queue_wait_started", "queue_wait_ended", "call_ended"})
+                     "save_legs", "queue_wait_started", "queue_wait_ended", "call_ended", "may_act"})

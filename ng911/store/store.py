@@ -95,12 +95,12 @@ LEG_ROLES = m.LEG_ROLES
 CALL_FIELDS = (
     "call_id", "sip_call_id", "nena_call_id", "nena_incident_id", "kind", "state", "caller",
     "caller_display", "request_uri", "queue", "location", "additional_data", "headers",
-    "created_at", "owner_node", "owner_epoch",
+    "created_at", "owner_node", "owner_epoch", "upstream_invite", "upstream_flow",
 )
 #: what ``call_updated`` may change
 UPDATABLE_FIELDS = frozenset(
     {"state", "queue", "answer_point", "answered_at", "ended_at", "outcome", "end_reason",
-     "location", "updated_at"}
+     "location", "updated_at", "move"}
 )
 #: the epoch of writes made before the node is registered (resolved by the writer)
 PENDING_EPOCH = 0
@@ -309,6 +309,9 @@ class SqlStore:
         self.on_batch: Callable[[float, int], None] | None = None
         self.on_fenced: Callable[[str], None] | None = None
         self.on_registered: Callable[[int], None] | None = None
+        #: called after a commit with the ids of the calls whose row it created (from then on
+        #: another node could claim them)
+        self.on_stored: Callable[[list[str]], None] | None = None
         #: the epoch this store registered (lazy registration), None until then
         self.epoch: int | None = None
         #: the last database round trip succeeded (False until a lazy registration succeeds)
@@ -339,6 +342,7 @@ class SqlStore:
         self._update_ops: dict[tuple[str, Owner], _Op] = {}
         self._leg_ops: dict[tuple[str, str, Owner], _Op] = {}
         self._thread: threading.Thread | None = None
+        self._created_now: list[str] = []  # writer thread: rows created in this transaction
         self._schema_complained = False
         pg = self.engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if pg else sqlite.insert
@@ -761,9 +765,13 @@ class SqlStore:
 
     def _apply(self, ops: list[_Op]) -> list[str]:
         fenced: list[str] = []
+        self._created_now = []
         with self.engine.begin() as conn:
             for kind, run in _by_kind(ops):
                 fenced.extend(self._APPLY[kind](self, conn, run))
+        if self._created_now:
+            created, self._created_now = self._created_now, []
+            self._callback(self.on_stored, created)
         return fenced
 
     def _report_fenced(self, call_ids: Iterable[str]) -> None:
@@ -792,9 +800,27 @@ class SqlStore:
     # one handler per op kind: (conn, run of consecutive ops) -> fenced call ids ------------
 
     def _apply_created(self, conn: Connection, run: list[_Op]) -> list[str]:
-        stmt = self._insert(m.calls).on_conflict_do_nothing(index_elements=["call_id"])
-        conn.execute(stmt, [op.values for op in run])
-        return []
+        # Creation is fenced too: a node's rows are written only while (node, epoch) is its
+        # registered row, checked under a share lock in this transaction (a process whose name
+        # was registered again since, or a zombie of an earlier life, writes nothing). A name
+        # with no nodes row at all (a store used without registering) is not fenced.
+        n = m.nodes.c
+        names = sorted({op.values["owner_node"] for op in run})
+        epochs = dict(conn.execute(sa.select(n.name, n.epoch).where(n.name.in_(names))
+                                   .with_for_update(read=True)).all())
+        rows, fenced = [], []
+        for op in run:
+            v = op.values
+            current = epochs.get(v["owner_node"])
+            if current is None or int(current) == int(v["owner_epoch"]):
+                rows.append(v)
+            else:
+                fenced.append(v["call_id"])
+        if rows:
+            stmt = self._insert(m.calls).on_conflict_do_nothing(index_elements=["call_id"])
+            conn.execute(stmt, rows)
+            self._created_now.extend(v["call_id"] for v in rows)
+        return fenced
 
     def _apply_updated(self, conn: Connection, run: list[_Op]) -> list[str]:
         # One UPDATE per call and owner: its updates in this batch merged in order (a later

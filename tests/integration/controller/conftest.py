@@ -398,7 +398,7 @@ class Node:
         self.env = {**os.environ, "NG911_DATABASE_URL": db_url}
         self.stderr_path = workdir / "node.stderr"
         self._stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen([NG911, "serve", "--config", str(config)], cwd=workdir, env=self.env,
+        self.proc = subprocess.Popen([NG911, "serve", "--config", str(config)] + (["--log-level", "debug"] if "trace = true" in config.read_text() else []), cwd=workdir, env=self.env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,
                                      text=True, bufsize=1)
         self.lines: list[str] = []

@@ -1,0 +1,116 @@
+"""Fencing on the wire: the last check before a request leaves the node.
+
+The UA core sends every message through one port (``UserAgent.port.send``); the gate wraps it.
+A *request* (responses always pass: a peer asked, so this node is its target) is
+
+- **dropped** when its Call-ID belongs to a call this node lost (fenced): whatever is still
+  in flight for that call — a retransmission, a refresh, a probe timer that fired late — never
+  reaches the wire again;
+- **held** while this node's lease is not confirmed and the Call-ID belongs to a call whose
+  row is in the database (another node may have claimed it). A paused node resumed with
+  SIGCONT runs its overdue timers before its first heartbeat can answer: what they send waits
+  here. Only the latest copy per transaction is kept (a retransmission replaces it). When
+  the heartbeat confirms the lease, what is held for calls still ours goes out in order; what
+  is held for calls taken from us is dropped.
+
+Calls whose row is not written yet (new calls while the database is away) are nobody else's:
+their requests pass, so a database outage never stops a new emergency call.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any, Callable
+
+from ng911.sip.message import Request
+
+log = logging.getLogger("ng911.cluster")
+
+#: fenced Call-IDs remembered (oldest forgotten first): far more than calls live on a node
+FENCED_MEMORY = 100_000
+#: requests held at most; past it the oldest are dropped (their transactions retransmit over
+#: UDP, or time out and are handled as any lost request)
+HELD_MAX = 10_000
+
+
+class SendGate:
+    """A ``UserAgent`` port wrapper. ``may_send()``: this node's lease is confirmed;
+    ``stored(call_id)``: the SIP Call-ID belongs to a call whose row exists (gated while the
+    lease is not confirmed)."""
+
+    def __init__(self, inner: Any, *, may_send: Callable[[], bool], stored: Callable[[str], bool]) -> None:
+        self.inner = inner
+        self.may_send = may_send
+        self.stored = stored
+        self._fenced: OrderedDict[str, None] = OrderedDict()
+        self._held: OrderedDict[tuple[str, str], tuple[Request, Any]] = OrderedDict()
+        self.dropped = 0  # requests never sent: their call was taken from this node
+        self.released = 0  # requests held, then sent
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the port (destination, ...) as is
+        return getattr(self.inner, name)
+
+    # --- the port -------------------------------------------------------------------------
+    def send(self, message: Any, dest: Any) -> None:
+        if isinstance(message, Request):
+            call_id = message.call_id
+            if call_id in self._fenced:
+                self.dropped += 1
+                return
+            if not self.may_send() and self.stored(call_id):
+                self._hold(message, dest)
+                return
+        self.inner.send(message, dest)
+
+    def _hold(self, request: Request, dest: Any) -> None:
+        key = (request.call_id, _transaction_of(request))
+        self._held.pop(key, None)
+        self._held[key] = (request, dest)
+        while len(self._held) > HELD_MAX:
+            self._held.popitem(last=False)
+
+    # --- the member's verdicts --------------------------------------------------------------
+    def fence(self, call_ids: Any) -> None:
+        """These SIP Call-IDs are another node's now: never send a request on them again."""
+        for call_id in call_ids:
+            self._fenced[call_id] = None
+            self._fenced.move_to_end(call_id)
+            while len(self._fenced) > FENCED_MEMORY:
+                self._fenced.popitem(last=False)
+        for key in [k for k in self._held if k[0] in self._fenced]:
+            del self._held[key]
+            self.dropped += 1
+
+    def release(self) -> int:
+        """The lease is confirmed: send what was held (for calls not fenced), in order."""
+        if not self.may_send():
+            return 0
+        held, self._held = self._held, OrderedDict()
+        sent = 0
+        for (call_id, _), (request, dest) in held.items():
+            if call_id in self._fenced:
+                self.dropped += 1
+                continue
+            self.inner.send(request, dest)
+            sent += 1
+        self.released += sent
+        if sent:
+            log.info("lease confirmed: sent %d held request(s)", sent)
+        return sent
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def is_fenced(self, call_id: str) -> bool:
+        return call_id in self._fenced
+
+
+def _transaction_of(request: Request) -> str:
+    """What makes a retransmission the same request: its top Via branch and CSeq (an ACK for
+    a 2xx has a branch of its own per CSeq)."""
+    try:
+        branch = request.branch or ""
+    except ValueError:
+        branch = ""
+    return f"{branch} {request.headers.get('CSeq') or ''}"
