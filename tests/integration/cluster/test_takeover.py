@@ -50,3 +50,35 @@ def test_established_call_survives_kill9_of_its_node(cluster, sipp):
     assert resumed["data"]["taken_from"].startswith("n1/")
     assert n2.metric("ng911_cluster_takeovers_total", state="talking") == 1
     n2.assert_clean()
+
+
+def _from_node(msgs, node) -> list:
+    """The requests on a call among ``msgs`` that ``node`` sent (its port in the top Via); the
+    out-of-dialog OPTIONS of its position health checks are on no call."""
+    return [m for m in msgs if m.is_request and f":{node.sip_port};" in (m.header("Via") or "")
+            and not (m.method == "OPTIONS" and "tag=" not in (m.header("To") or ""))]
+
+
+def test_paused_node_resumed_stays_silent_on_the_call_taken_from_it(cluster, sipp):
+    ap = Ap("ap1")
+    ap_proc = sipp_ap(sipp, "tk_ap.xml", ap)
+    n1, n2 = cluster.start(["n1", "n2"], [ap])
+    caller = sipp_caller(sipp, "tk_caller.xml", n1.sip_port, hold_ms=8000)
+    (call,) = _talking(n1)
+    paused = n1.pause()
+    # the survivor takes the call: the caller's re-INVITE comes from n2
+    wait_until(lambda: any(_contact_port(m) == n2.sip_port for m in caller.received("INVITE")), 20,
+               "the caller re-INVITEd by the survivor")
+    resumed = n1.resume()
+    # n1 runs its overdue timers (probe, refresh), then learns from its heartbeat that it lost the call
+    wait_until(lambda: n1.metric("ng911_cluster_calls_lost_total") == 1, 15, "n1 noticing it lost the call")
+    assert caller.wait(60) == 0, caller.summary()
+    assert ap_proc.wait(30) == 97, ap_proc.summary()
+    late = [m for m in _from_node(caller.received(None) + ap_proc.received(None), n1) if m.at > paused]
+    assert late == [], f"n1 sent {len(late)} request(s) after its pause: {[m.start_line for m in late]}"
+    assert caller.received("BYE") == []
+    (row,) = n2.wait_ended(1, timeout=15)
+    assert (row["owner_node"], row["end_reason"]) == ("n2", "caller_hangup")
+    print(f"paused {resumed - paused:.1f} s; n1 lost the call, sent nothing on it")
+    n1.assert_clean()
+    n2.assert_clean()
