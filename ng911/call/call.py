@@ -44,7 +44,7 @@ from ng911.routing.pool import AnswerPoint
 from ng911.sip.headers import quote_string
 from ng911.sip.message import Headers, Request, Response
 from ng911.sip.timerwheel import TimerHandle
-from ng911.sip.ua import Session, failure_cause
+from ng911.sip.ua import Session, failure_cause, parse_stored_invite
 from ng911.sip.uri import parse_uri
 
 if TYPE_CHECKING:
@@ -130,7 +130,8 @@ class Call:
         state = CallState(row["state"])
         if state is not TALKING:
             raise ValueError(f"a call in state {state.value} cannot be restored yet")
-        request = _invite_of_row(row, upstream)
+        stored = row.get("upstream_invite")
+        request = parse_stored_invite(stored) if stored else _invite_of_row(row, upstream)
         content = {k: row.get(k) for k in ("nena_call_id", "nena_incident_id", "location", "additional_data", "headers")}
         call = cls(port, upstream, request, call_id=row["call_id"], kind=row["kind"], queue=row["queue"],
                    content=content, forward_headers=[])
@@ -149,6 +150,35 @@ class Call:
         upstream.user_data.update(call=call, role="upstream", last_offer=upstream.remote_sdp)
         psap.user_data.update(call=call, last_offer=psap.remote_sdp)
         return call
+
+    @classmethod
+    def restore_unanswered(cls, port: CallPort, row: dict[str, Any], *, upstream: Session,
+                           forward_headers: list[tuple[str, str]]) -> Call:
+        """The call of a stored ``row`` not answered yet (routing, ringing or queued), around the
+        caller's INVITE adopted on its original transaction (`UserAgent.adopt_invite`). Hunted
+        again from the start (`resume_hunt`); the position the dead node was ringing is not
+        told (its INVITE's transaction died with that node)."""
+        state = CallState(row["state"])
+        if state not in UNANSWERED:
+            raise ValueError(f"a call in state {state.value} is not unanswered")
+        content = {k: row.get(k) for k in ("nena_call_id", "nena_incident_id", "location", "additional_data", "headers")}
+        call = cls(port, upstream, upstream.invite, call_id=row["call_id"], kind=row["kind"], queue=row["queue"],
+                   content=content, forward_headers=forward_headers)
+        call.state = state
+        call.stored = True
+        call.created = row["created_at"]
+        call.rang_upstream = state is not ROUTING
+        upstream.user_data.update(call=call, role="upstream")
+        return call
+
+    def resume_hunt(self, *, taken_from: str | None = None) -> None:
+        """Carry on a restored unanswered call: the caller hears from this node at once (a
+        180 on its INVITE, with the To-tag it had), and the hunt starts again."""
+        self.event("resumed", taken_from=taken_from, state=self.state.value)
+        if self.rang_upstream:
+            self._send_provisional(180)
+        self._arm_keepalive()
+        self.hunt()
 
     def resume(self, *, taken_from: str | None = None) -> None:
         """Carry on a restored call: a target refresh of both legs (re-INVITE with our

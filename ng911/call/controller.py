@@ -16,14 +16,14 @@ from ng911.call.call import Call
 from ng911.call.observer import CallObserver
 from ng911.call.overload import OverloadGuard
 from ng911.call.port import CallPort
-from ng911.call.state import CallState, EndReason, FailoverCause
+from ng911.call.state import UNANSWERED, CallState, EndReason, FailoverCause
 from ng911.emergency import append_history, classify, ensure_ids, extract, headers_to_forward
 from ng911.routing.model import RoutingSpec
 from ng911.routing.pool import Pool
 from ng911.sip.headers import parse_name_addr, printable_display_name
 from ng911.sip.message import Request, Response
 from ng911.sip.timerwheel import TimerHandle
-from ng911.sip.ua import Session, UaHandler, UserAgent
+from ng911.sip.ua import Session, UaHandler, UserAgent, flow_from_dict, flow_to_dict
 
 log = logging.getLogger("ng911.controller")
 
@@ -153,6 +153,9 @@ class Controller(UaHandler):
         # A lost or unanswered session refresh does not end an emergency call's leg at once
         # (RFC 4028 §10 would): retried twice, then the bounded give-up BYE (session_expired).
         session.refresh_failures_tolerated = UPSTREAM_REFRESH_FAILURES_TOLERATED
+        # The To-tag is chosen now and stored with the INVITE's flow: a node that takes the
+        # call over before it is answered answers with the same tag (one early dialog).
+        session.ensure_local_tag()
         self.calls[call_id] = call
         self.observer.created(call)
         call.start()
@@ -318,6 +321,8 @@ class Controller(UaHandler):
         still there (if not, it fails over as any call would). Who may take a call over
         (leases, fencing) is the cluster's business; this is the mechanism."""
         state = CallState(row["state"])
+        if state in UNANSWERED:
+            return self._restore_unanswered(row, taken_from)
         if state is CallState.MOVING and row.get("legs", {}).get("psap"):
             row = dict(row, state=CallState.TALKING.value)
         elif state is not CallState.TALKING:
@@ -328,9 +333,27 @@ class Controller(UaHandler):
         psap = self.ua.adopt(ap["dialog"], local_sdp=ap["local_sdp"], remote_sdp=ap["remote_sdp"],
                              session_interval=self.routing.failover.session_expires)
         call = Call.restore(self.call_port, row, upstream=upstream, psap=psap)
+        if row.get("upstream_invite"):
+            call.forward_headers = headers_to_forward(call.request)
+        upstream.refresh_failures_tolerated = UPSTREAM_REFRESH_FAILURES_TOLERATED
         self.calls[call.call_id] = call
         self.observer.restored(call)
         call.resume(taken_from=taken_from)
+        return call
+
+    def _restore_unanswered(self, row: dict[str, Any], taken_from: str | None) -> Call:
+        """A call whose caller was not answered yet: its INVITE is adopted on the original
+        transaction (same Via stack, same To-tag), and it is hunted again from the start."""
+        raw, flow = row.get("upstream_invite"), row.get("upstream_flow")
+        if not raw or not flow:
+            raise ValueError(f"call {row['call_id']} ({row['state']}) has no stored INVITE to answer")
+        upstream = self.ua.adopt_invite(raw, source=flow_from_dict(flow), local_tag=flow.get("local_tag"))
+        call = Call.restore_unanswered(self.call_port, row, upstream=upstream,
+                                       forward_headers=headers_to_forward(upstream.invite))
+        upstream.refresh_failures_tolerated = UPSTREAM_REFRESH_FAILURES_TOLERATED
+        self.calls[call.call_id] = call
+        self.observer.restored(call)
+        call.resume_hunt(taken_from=taken_from)
         return call
 
     # --- operator / drill -----------------------------------------------------------------

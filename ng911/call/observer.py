@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ng911.call.state import CallState
 from ng911.sip.message import Request
+from ng911.sip.ua import flow_to_dict
 
 if TYPE_CHECKING:
     from ng911.call.call import Call
@@ -85,12 +86,25 @@ class CallObserver:
                 # the caller's INVITE as this node answers it (Via stack, body): a node that
                 # takes the call over before it is answered answers on the same transaction
                 "upstream_invite": req.to_bytes(),
+                "upstream_flow": self._flow(call),
             }
         )
         self.metrics.active_calls.labels(kind=call.kind).inc()
         self.metrics.calls_in_state.labels(state=call.state.value).inc()
         self.event(call, "received", kind=call.kind, caller=str(req.from_.uri), request_uri=str(req.uri),
                    sip_call_id=req.call_id, nena_call_id=call.nena_call_id)
+
+    @staticmethod
+    def _flow(call: Call) -> dict[str, Any] | None:
+        """Where the caller's INVITE came from and the To-tag we answer it with."""
+        up = call.upstream
+        try:
+            flow = flow_to_dict(up.source)
+        except (TypeError, ValueError, AttributeError):
+            return None  # (a test double with no real flow)
+        if up.dialog is not None:
+            flow["local_tag"] = up.dialog.local_tag
+        return flow
 
     def restored(self, call: Call) -> None:
         """A call taken over from the store: live again on this node."""

@@ -164,6 +164,10 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
             self.ua.dialogs[self.dialog.id] = self
         return self.dialog.local_tag
 
+    def ensure_local_tag(self) -> str:
+        """Our To-tag for this INVITE, chosen now if not yet (the early dialog starts here)."""
+        return self._local_tag()
+
     def _contact(self) -> str:
         transport, host, port = self.ua.port.local_address(self.source)
         return f"<{self.ua.contact_uri(transport, host, port)}>"

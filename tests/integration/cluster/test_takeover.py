@@ -8,6 +8,7 @@ import time
 from tests.integration.cluster.nodes import (  # noqa: F401  (fixtures)
     Ap, cluster, db_url, pg_server, sipp, sipp_ap, sipp_caller,
 )
+from tests.integration.cluster.nodes import SCENARIOS
 from tests.integration.conftest import wait_until
 
 
@@ -81,4 +82,58 @@ def test_paused_node_resumed_stays_silent_on_the_call_taken_from_it(cluster, sip
     assert (row["owner_node"], row["end_reason"]) == ("n2", "caller_hangup")
     print(f"paused {resumed - paused:.1f} s; n1 lost the call, sent nothing on it")
     n1.assert_clean()
+    n2.assert_clean()
+
+
+CONTROLLER_SCENARIOS = SCENARIOS.parent.parent / "controller" / "scenarios"
+
+
+def _answered_by(caller) -> list:
+    return [m for m in caller.received(None, requests=False) if m.status == 200 and "INVITE" in (m.header("CSeq") or "")]
+
+
+def test_ringing_call_is_answered_by_the_survivor_on_the_callers_original_invite(cluster, sipp):
+    ringer = Ap("ap1", ring_timeout=3.0)  # rings and never answers (each attempt CANCELled)
+    answerer = Ap("ap2")
+    sipp.ap(CONTROLLER_SCENARIOS / "ap_ring_cancel.xml", ringer, calls=3, timeout=90)
+    ap_proc = sipp_ap(sipp, "tk_ap.xml", answerer)
+    n1, n2 = cluster.start(["n1", "n2"], [ringer, answerer])
+    caller = sipp_caller(sipp, "tk_caller_unanswered.xml", n1.sip_port, hold_ms=1000)
+    n1.wait_calls(lambda calls: len(calls) == 1 and calls[0]["state"] == "ringing", 20, "a ringing call")
+    wait_until(lambda: any(m.status == 180 for m in caller.received(None, requests=False)), 10, "the caller's 180")
+    first_180 = [m for m in caller.received(None, requests=False) if m.status == 180][0]
+    killed = n1.kill9()
+
+    assert caller.wait(60) == 0, caller.summary()
+    assert ap_proc.wait(30) == 97, ap_proc.summary()
+    [ok] = _answered_by(caller)
+    assert _contact_port(ok) == n2.sip_port
+    # one early dialog: the survivor answers with the To-tag the dead node gave, on the same Vias
+    assert ok.header("To") == first_180.header("To")
+    assert ok.header_all("Via") == first_180.header_all("Via")
+    assert caller.received("BYE") == []
+    print(f"kill -9 of a ringing call's node → its 200 from the survivor: {ok.at - killed:.2f} s")
+    (row,) = n2.wait_ended(1, timeout=15)
+    assert (row["owner_node"], row["answer_point"], row["end_reason"]) == ("n2", "ap2", "caller_hangup")
+    assert n2.metric("ng911_cluster_takeovers_total", state="ringing") == 1
+    n2.assert_clean()
+
+
+def test_queued_call_is_taken_over_and_answered_when_a_position_comes_up(cluster, sipp):
+    ap = Ap("ap1")  # nobody listens yet: down, the call waits in its queue
+    n1, n2 = cluster.start(["n1", "n2"], [ap])
+    caller = sipp_caller(sipp, "tk_caller_unanswered.xml", n1.sip_port, hold_ms=1000, timeout=90)
+    n1.wait_calls(lambda calls: len(calls) == 1 and calls[0]["state"] == "queued", 20, "a queued call")
+    n1.kill9()
+    n2.wait_calls(lambda calls: calls[0]["owner_node"] == "n2", 20, "the survivor owning the call")
+    ap_proc = sipp_ap(sipp, "tk_ap.xml", ap)  # the position signs in
+
+    assert caller.wait(60) == 0, caller.summary()
+    assert ap_proc.wait(30) == 97, ap_proc.summary()
+    [ok] = _answered_by(caller)
+    assert _contact_port(ok) == n2.sip_port
+    assert caller.received("BYE") == []
+    (row,) = n2.wait_ended(1, timeout=15)
+    assert (row["owner_node"], row["answer_point"], row["end_reason"]) == ("n2", "ap1", "caller_hangup")
+    assert n2.metric("ng911_cluster_takeovers_total", state="queued") == 1
     n2.assert_clean()

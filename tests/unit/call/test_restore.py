@@ -88,15 +88,42 @@ def test_a_restored_call_whose_position_is_dead_fails_over_as_usual() -> None:
     assert h.requests_to("esrp", "BYE") == [] and call.state == "confirmed"
 
 
-def test_only_a_talking_call_can_be_restored_yet() -> None:
-    h = PsapHarness(aps=1)
+def test_a_ringing_call_is_answered_by_the_new_node_on_the_callers_original_transaction() -> None:
+    h = PsapHarness(aps=2)
     h.ap("ap1").script.answer_after = None  # rings forever
-    h.place_call(offer=CALLER_OFFER)
+    call = h.place_call(offer=CALLER_OFFER)
     h.run(1.0)
     row = h.row()
     assert row["state"] == "ringing"
+    [first_ring] = [r for r in h.responses_to("esrp", "INVITE") if r.status == 180]
+    h.net.remove("ctl")
+    h.ap("ap1").script.answer_after = 0.5  # the new node's INVITE is answered
+    ctl2 = second_controller(h)
+    restored = ctl2.restore_call(row, taken_from="ctl/1")
+    h.run(3.0)
+    # the caller hears from the new node on its own INVITE: same To-tag, same Via stack
+    rings = [r for r in h.responses_to("esrp", "INVITE", src="ctl2") if r.status == 180]
+    assert rings and rings[0].to.tag == first_ring.to.tag
+    assert rings[0].headers.get_all("Via") == first_ring.headers.get_all("Via")
+    [ok] = [r for r in h.responses_to("esrp", "INVITE", src="ctl2") if r.status == 200]
+    assert ok.to.tag == first_ring.to.tag and ok.contacts[0].uri.host == "10.0.0.11"
+    assert call.state == "confirmed" and restored.state.value == "talking"
+    assert h.requests_to("esrp", "BYE", src="ctl2") == []
+    assert h.row()["state"] == "talking"
+    # the caller hangs up at the new node
+    call.bye()
+    h.run(1.0)
+    assert h.row()["end_reason"] == "caller_hangup" and ctl2.calls == {}
+
+
+def test_an_unanswered_call_without_its_stored_invite_is_refused_cleanly() -> None:
+    h = PsapHarness(aps=1)
+    h.ap("ap1").script.answer_after = None
+    h.place_call(offer=CALLER_OFFER)
+    h.run(1.0)
+    row = dict(h.row(), upstream_invite=None)
     h.net.remove("ctl")
     ctl2 = second_controller(h)
-    with pytest.raises(ValueError, match="ringing"):
+    with pytest.raises(ValueError, match="no stored INVITE"):
         ctl2.restore_call(row)
     assert ctl2.calls == {} and ctl2.ua.dialogs == {}
