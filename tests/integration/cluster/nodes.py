@@ -63,7 +63,9 @@ class ClusterFactory:
         self._migrated = False
 
     def start(self, names: list[str], aps: list[Ap], *, heartbeat: float = HEARTBEAT, lease: float = LEASE,
-              extra: str = "", trace: bool = False) -> list[ClusterNode]:
+              extra: str = "", trace: bool = False, db_url: str | None = None) -> list[ClusterNode]:
+        """``db_url``: what the nodes use (e.g. through a TCP proxy a test can cut); the
+        migration and the tests' reads go to the database directly."""
         ports = {name: free_port() for name in names}
         psap_uris = ", ".join(f'"sip:sos@{HOST}:{p}"' for p in ports.values())
         started = []
@@ -82,7 +84,8 @@ class ClusterFactory:
             if not self._migrated:
                 NodeFactory(workdir, self.db_url).migrate(config, self.db_url)
                 self._migrated = True
-            node = ClusterNode(workdir, config, self.db_url, ports[name], metrics_port)
+            node = ClusterNode(workdir, config, db_url or self.db_url, ports[name], metrics_port,
+                               direct_db_url=self.db_url)
             node.name = name
             self.nodes.append(node)
             started.append(node)
