@@ -9,6 +9,7 @@ from tests.integration.cluster.nodes import (  # noqa: F401  (fixtures)
     Ap, cluster, db_url, pg_server, sipp, sipp_ap, sipp_caller,
 )
 from tests.integration.cluster.nodes import SCENARIOS
+from tests.integration.controller.conftest import sdp_origin
 from tests.integration.conftest import wait_until
 
 
@@ -213,3 +214,36 @@ def test_database_cut_for_twenty_seconds_keeps_every_call_and_every_event(cluste
             assert not bad, bad[:5]
     finally:
         proxy.cut()
+
+
+def test_call_on_hold_stays_on_hold_when_taken_over(cluster, sipp):
+    ap = Ap("ap1")
+    ap_proc = sipp_ap(sipp, "tk_ap.xml", ap)
+    n1, n2 = cluster.start(["n1", "n2"], [ap])
+    caller = sipp_caller(sipp, "tk_caller_hold.xml", n1.sip_port, hold_ms=1000)
+    (call,) = _talking(n1)
+    # the hold went through: the position was re-INVITEd with the caller's sendonly offer
+    wait_until(lambda: any(b"a=sendonly" in (m.sdp() or b"") for m in ap_proc.received("INVITE")), 10,
+               "the hold reaching the position")
+    time.sleep(0.5)  # (its legs' new SDP saved)
+    n1.kill9()
+
+    assert caller.wait(60) == 0, caller.summary()
+    assert ap_proc.wait(30) == 97, ap_proc.summary()
+    assert caller.received("BYE") == []
+    from_n2_caller = [m for m in caller.received("INVITE") if _contact_port(m) == n2.sip_port]
+    from_n2_ap = [m for m in ap_proc.received("INVITE") if _contact_port(m) == n2.sip_port]
+    assert len(from_n2_caller) == 1 and len(from_n2_ap) == 1
+    # the position is still held by the caller's side: the survivor offers it sendonly again
+    assert b"a=sendonly" in from_n2_ap[0].sdp()
+    # the caller is offered what it last accepted (our answer to its hold), version + 1
+    [hold_answer] = [m for m in caller.received(None, requests=False)
+                     if m.status == 200 and m.header("CSeq") == "2 INVITE"]
+    offer, last = from_n2_caller[0].sdp(), hold_answer.sdp()
+    (user, sess, version), (user0, sess0, version0) = sdp_origin(offer), sdp_origin(last)
+    assert (user, sess, version) == (user0, sess0, version0 + 1)
+    assert [line for line in offer.splitlines() if not line.startswith(b"o=")] == \
+        [line for line in last.splitlines() if not line.startswith(b"o=")]
+    (row,) = n2.wait_ended(1, timeout=15)
+    assert (row["owner_node"], row["end_reason"]) == ("n2", "caller_hangup")
+    n2.assert_clean()
