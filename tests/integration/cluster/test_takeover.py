@@ -247,3 +247,29 @@ def test_call_on_hold_stays_on_hold_when_taken_over(cluster, sipp):
     (row,) = n2.wait_ended(1, timeout=15)
     assert (row["owner_node"], row["end_reason"]) == ("n2", "caller_hangup")
     n2.assert_clean()
+
+
+def test_call_mid_move_when_its_node_dies_is_moved_by_the_survivor(cluster, sipp):
+    ap1, ap2 = Ap("ap1"), Ap("ap2", ring_timeout=8.0)
+    ap1_proc = sipp_ap(sipp, "tk_ap.xml", ap1)
+    ap2_proc = sipp_ap(sipp, "tk_ap_slow.xml", ap2, timeout=90)  # rings 3 s: the move takes that long
+    n1, n2 = cluster.start(["n1", "n2"], [ap1, ap2])
+    caller = sipp_caller(sipp, "tk_caller_moves.xml", n1.sip_port, timeout=90)
+    _talking(n1)
+    ap1_proc.kill9()  # the position dies: n1 starts moving the call to ap2, which rings...
+    n1.wait_calls(lambda calls: calls[0]["state"] == "moving", 15, "the call moving")
+    killed = n1.kill9()  # ...and n1 dies mid-move
+
+    assert caller.wait(90) == 0, caller.summary()
+    assert ap2_proc.wait(30) == 97, ap2_proc.summary()
+    assert caller.received("BYE") == []
+    late = [m for m in caller.received("INVITE") if m.at > killed]
+    assert late and {_contact_port(m) for m in late} == {n2.sip_port}
+    # the caller ends up with ap2's media (under the session identity it always had from us)
+    ap2_media = {line for m in ap2_proc.sent(None, requests=False) for line in (m.sdp() or b"").splitlines()
+                 if line.startswith(b"m=audio")}
+    assert [line for line in late[-1].sdp().splitlines() if line.startswith(b"m=audio")][0] in ap2_media
+    (row,) = n2.wait_ended(1, timeout=15)
+    assert (row["owner_node"], row["answer_point"], row["end_reason"]) == ("n2", "ap2", "caller_hangup")
+    assert row["move"] is None
+    n2.assert_clean()
