@@ -29,7 +29,7 @@ from ng911.runtime import idle_full_collection, tune_gc
 from ng911.sip.message import Request, Response
 from ng911.sip.stack import SipStack
 from ng911.sip.transaction.actions import TransactionTimeout
-from ng911.sip.ua import UaConfig
+from ng911.sip.ua import CSEQ_GAP, UaConfig
 from ng911.store import db as store_db
 from ng911.store.store import PENDING_EPOCH, SqlStore
 
@@ -109,6 +109,7 @@ class Service:
         self._sample()
 
     def _sample(self) -> None:
+        self.controller.save_advanced_cseqs(CSEQ_GAP // 4)
         store, metrics = self.store, self.metrics
         metrics.store_queue_depth.set(store.queue_depth)
         up = self.store_up

@@ -118,15 +118,17 @@ class Call:
         self._last_provisional = self.created
         #: its row is committed in the database (another node could claim it from now on)
         self.stored = False
+        #: our CSeq on (caller leg, position leg) when the legs were last saved
+        self.saved_cseq: tuple[int, int] | None = None
 
     # --- rebuilt from the store (a node taking a call over) ---------------------------------
     @classmethod
     def restore(cls, port: CallPort, row: dict[str, Any], *, upstream: Session, psap: Session) -> Call:
         """The call of a stored ``row`` (``calls`` + its ``legs``), around two adopted
-        sessions (`UserAgent.adopt`). Only a TALKING call can be rebuilt so far: a ringing,
-        queued or moving one needs the upstream INVITE's transaction state, which the store
-        does not hold yet (the cluster issue). The caller's INVITE is rebuilt from the row:
-        its identity and ids, not its body — a move of a restored call carries no PIDF-LO."""
+        sessions (`UserAgent.adopt`): a TALKING call (a call not answered yet is rebuilt by
+        `restore_unanswered`; a MOVING one is restored as TALKING by the controller). The
+        caller's INVITE is the stored one (its body and NG9-1-1 headers travel on later moves);
+        rows written before it was stored give identity and ids only."""
         state = CallState(row["state"])
         if state is not TALKING:
             raise ValueError(f"a call in state {state.value} cannot be restored yet")

@@ -13,7 +13,7 @@ import secrets
 from typing import Any, Callable, Iterable
 
 from ng911.call.call import Call
-from ng911.call.observer import CallObserver
+from ng911.call.observer import CallObserver, cseq_advanced
 from ng911.call.overload import OverloadGuard
 from ng911.call.port import CallPort
 from ng911.call.state import UNANSWERED, CallState, EndReason, FailoverCause
@@ -298,6 +298,18 @@ class Controller(UaHandler):
         if self.on_call_ended is not None:
             self.on_call_ended(call)
 
+    def save_advanced_cseqs(self, margin: int) -> int:
+        """Save again the legs of every call whose CSeq moved ``margin`` past the stored one
+        (in-dialog probes and refreshes use CSeqs without a state change to save them); the
+        number of calls saved. Keeps the stored CSeq within ``margin`` of the truth, so the
+        gap a successor jumps (`CSEQ_GAP`) always clears what this node used."""
+        saved = 0
+        for call in self.calls.values():
+            if not call.ended and cseq_advanced(call, margin):
+                self.save_legs(call)
+                saved += 1
+        return saved
+
     # --- a call taken over, a call lost ----------------------------------------------------
     def forget_call(self, call_id: str, why: str) -> bool:
         """Another node owns the call now: stop acting on it at once and say nothing more on
@@ -339,6 +351,9 @@ class Controller(UaHandler):
         self.calls[call.call_id] = call
         self.observer.restored(call)
         call.resume(taken_from=taken_from)
+        # the CSeqs this node uses now (past the gap) are stored at once: a node that takes the
+        # call from this one in turn must jump past them, not past the dead node's
+        self.save_legs(call)
         return call
 
     def _restore_unanswered(self, row: dict[str, Any], taken_from: str | None) -> Call:

@@ -18,6 +18,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ng911.call")
 
+def _local_seqs(call: Call) -> tuple[int, int]:
+    """Our CSeq on the caller's leg and on the position's leg (0 where there is none)."""
+    up = call.upstream.dialog
+    ap = call.psap.dialog if call.psap is not None else None
+    return (up.local_seq or 0 if up is not None else 0, ap.local_seq or 0 if ap is not None else 0)
+
+
+def cseq_advanced(call: Call, margin: int) -> bool:
+    """Has either leg's CSeq moved ``margin`` past what the store holds? (A node taking the
+    call over jumps ``CSEQ_GAP`` past the stored CSeq: the stored one must stay close.)"""
+    saved = call.saved_cseq
+    if saved is None:
+        return False
+    now = _local_seqs(call)
+    return now[0] - saved[0] >= margin or now[1] - saved[1] >= margin
+
+
 def _hunt_result(kind: str, data: dict[str, Any]) -> str | None:
     """The ``result`` label of ng911_hunt_attempts_total for an attempt's outcome."""
     if kind in ("answered", "moved"):
@@ -136,6 +153,7 @@ class CallObserver:
 
     def legs(self, call: Call) -> None:
         up = call.upstream
+        call.saved_cseq = _local_seqs(call)
         # The UA core only reads a plain application/sdp body into remote_sdp: the offer of
         # an NG9-1-1 multipart INVITE is the call's caller_offer.
         remote_up = up.remote_sdp if up.remote_sdp is not None else call.caller_offer

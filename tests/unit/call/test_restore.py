@@ -127,3 +127,16 @@ def test_an_unanswered_call_without_its_stored_invite_is_refused_cleanly() -> No
     with pytest.raises(ValueError, match="no stored INVITE"):
         ctl2.restore_call(row)
     assert ctl2.calls == {} and ctl2.ua.dialogs == {}
+
+
+def test_cseqs_used_by_probes_are_saved_before_they_outrun_the_gap() -> None:
+    h = PsapHarness(failover=FailoverSpec(in_dialog_options_interval=1.0))
+    h.place_call(offer=CALLER_OFFER)
+    h.run(2.0)
+    stored = h.row()["legs"]["psap"]["dialog"]["local_seq"]
+    assert h.controller.save_advanced_cseqs(margin=3) == 0  # nothing moved far enough yet
+    h.run(5.0)  # five in-dialog OPTIONS probes on the position's leg
+    assert h.controller.save_advanced_cseqs(margin=3) == 1
+    h.run(0.1)
+    call = next(iter(h.controller.calls.values()))
+    assert h.row()["legs"]["psap"]["dialog"]["local_seq"] == call.psap.dialog.local_seq >= stored + 3
