@@ -63,6 +63,7 @@ class Service:
     _counted: dict[Any, int] = field(default_factory=dict)
     _was_up: bool | None = None
     member: Any = None  # the ClusterMember when cluster.enabled
+    superseded: bool = False  # another process registered under this node's name: stopped
 
     def start(self) -> None:
         self.store.start()
@@ -110,11 +111,13 @@ class Service:
 
     def _sample(self) -> None:
         self.controller.save_advanced_cseqs(CSEQ_GAP // 4)
+        if self.member is not None:
+            self.member.sample()
         store, metrics = self.store, self.metrics
         metrics.store_queue_depth.set(store.queue_depth)
         up = self.store_up
         metrics.store_up.set(1 if up else 0)
-        if up != self._was_up:
+        if up != self._was_up and (up or getattr(store, "retries", 1) > 0):
             if not up:
                 log.warning("running degraded: the database is unreachable; calls are taken and "
                             "their writes queue (%d so far)", store.queue_depth)
@@ -274,6 +277,12 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
                                sip_uri=None)
         member.wrap_port(stack.ua)
         service.member = member
+
+        def superseded() -> None:
+            service.superseded = True
+            reactor.stop()
+
+        member.on_superseded = superseded
     if epoch is None:
         store.on_registered = lambda e: reactor.callFromThread(service.registered, e)
     return service

@@ -1,7 +1,9 @@
 """`ng911 serve | migrate | status`: run a controller node, bring its schema to head, look at it.
 
 Exit status: 0 fine; 2 bad configuration (one line naming the key); 3 database schema not at
-the code's head (run `ng911 migrate`); 1 anything else. `ng911 status` also exits 4 when the
+the code's head (run `ng911 migrate`); 5 (serve) the node stopped because another process
+registered under its name (two nodes configured with one ``node.name``: systemd must not
+restart it, see ``RestartPreventExitStatus``); 1 anything else. `ng911 status` also exits 4 when the
 node or the database is degraded (the database unreachable, or the node's store down).
 
 `ng911 status` lists the nodes of the cluster as the database has them (``ng911.cluster.view``):
@@ -21,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-EXIT_CONFIG, EXIT_SCHEMA, EXIT_DEGRADED = 2, 3, 4
+EXIT_CONFIG, EXIT_SCHEMA, EXIT_DEGRADED, EXIT_SUPERSEDED = 2, 3, 4, 5
 
 
 def register(sub: Any) -> None:
@@ -84,7 +86,7 @@ def serve(args: argparse.Namespace) -> int:
                       "metrics": f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"}), flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", service.stop)
     reactor.run()
-    return 0
+    return EXIT_SUPERSEDED if service.superseded else 0
 
 
 def migrate(args: argparse.Namespace) -> int:

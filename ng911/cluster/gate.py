@@ -19,6 +19,7 @@ their requests pass, so a database outage never stops a new emergency call.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -31,6 +32,9 @@ FENCED_MEMORY = 100_000
 #: requests held at most; past it the oldest are dropped (their transactions retransmit over
 #: UDP, or time out and are handled as any lost request)
 HELD_MAX = 10_000
+#: a request held longer than this is not sent at release: its transaction has timed out
+#: (64*T1 with the default T1) and the node has moved on without it
+HELD_MAX_AGE = 32.0
 
 
 class SendGate:
@@ -38,12 +42,16 @@ class SendGate:
     ``stored(call_id)``: the SIP Call-ID belongs to a call whose row exists (gated while the
     lease is not confirmed)."""
 
-    def __init__(self, inner: Any, *, may_send: Callable[[], bool], stored: Callable[[str], bool]) -> None:
+    def __init__(self, inner: Any, *, may_send: Callable[[], bool], stored: Callable[[str], bool],
+                 clock: Callable[[], float] = time.monotonic, max_age: float = HELD_MAX_AGE) -> None:
         self.inner = inner
         self.may_send = may_send
         self.stored = stored
+        self.clock = clock
+        self.max_age = max_age
         self._fenced: OrderedDict[str, None] = OrderedDict()
-        self._held: OrderedDict[tuple[str, str], tuple[Request, Any]] = OrderedDict()
+        # (Call-ID, transaction) -> (request, destination, when first held)
+        self._held: OrderedDict[tuple[str, str], tuple[Request, Any, float]] = OrderedDict()
         self.dropped = 0  # requests never sent: their call was taken from this node
         self.released = 0  # requests held, then sent
 
@@ -64,8 +72,8 @@ class SendGate:
 
     def _hold(self, request: Request, dest: Any) -> None:
         key = (request.call_id, _transaction_of(request))
-        self._held.pop(key, None)
-        self._held[key] = (request, dest)
+        previous = self._held.pop(key, None)
+        self._held[key] = (request, dest, previous[2] if previous is not None else self.clock())
         while len(self._held) > HELD_MAX:
             self._held.popitem(last=False)
 
@@ -87,8 +95,9 @@ class SendGate:
             return 0
         held, self._held = self._held, OrderedDict()
         sent = 0
-        for (call_id, _), (request, dest) in held.items():
-            if call_id in self._fenced:
+        now = self.clock()
+        for (call_id, _), (request, dest, since) in held.items():
+            if call_id in self._fenced or now - since > self.max_age:
                 self.dropped += 1
                 continue
             self.inner.send(request, dest)

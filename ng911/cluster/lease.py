@@ -61,10 +61,29 @@ class PeerWatch:
         self.duration = duration
         # (name, epoch) -> (heartbeat value seen, when this node first saw that value)
         self._seen: dict[NodeKey, tuple[Any, float]] = {}
+        # owners of live calls that are no node's current epoch -> when first seen
+        self._orphans: dict[NodeKey, float] = {}
 
     def lost_sight(self) -> None:
         """This node's own heartbeat failed: what it saw so far proves nothing any more."""
         self._seen.clear()
+        self._orphans.clear()
+
+    def orphaned(self, owners: Iterable[Dead], now: float) -> list[Dead]:
+        """Owners of live calls whose epoch is no longer their node's (it restarted) are dead
+        by definition — but the process of that epoch may still be running (two processes
+        under one name, the old one not yet stopped): it stops acting within its lease, so its
+        calls are claimed a whole lease after this node first saw them orphaned."""
+        due, present = [], set()
+        for dead in owners:
+            key = (dead.name, dead.epoch)
+            present.add(key)
+            first = self._orphans.setdefault(key, now)
+            if now - first >= self.duration:
+                due.append(dead)
+        for key in set(self._orphans) - present:
+            del self._orphans[key]
+        return due
 
     def observe(self, nodes: Iterable[Mapping[str, Any]], now: float) -> list[Dead]:
         """``nodes``: the rows read in a heartbeat that succeeded (name, epoch, heartbeat_at,

@@ -61,11 +61,13 @@ class ClusterMember:
         self._failures = 0
         self._sip_index: dict[str, Any] | None = None
         self.taken_over = 0
+        #: another process registered under this node's name: this one must stop
+        self.on_superseded: Callable[[], None] = lambda: reactor.stop()
 
     # --- wiring -----------------------------------------------------------------------------
     def wrap_port(self, ua: Any) -> SendGate:
         """Put the send gate between the UA core and its transports."""
-        self.gate = SendGate(ua.port, may_send=self.may_send, stored=self._stored_sip_call)
+        self.gate = SendGate(ua.port, may_send=self.may_send, stored=self._stored_sip_call, clock=self.clock)
         ua.port = self.gate
         self.controller.acting = self.may_act
         self.controller.on_call_lost = self.gate.fence
@@ -112,7 +114,7 @@ class ClusterMember:
 
     def _done_beating(self, _: Any) -> None:
         self._beating = False
-        self._sample()
+        self.sample()
 
     def _beat_sync(self, epoch: int) -> sql.Beat | None:
         with self.engine.begin() as conn:
@@ -135,7 +137,7 @@ class ClusterMember:
                          self.node, self.epoch)
             for call_id in list(self.controller.calls):
                 self.controller.forget_call(call_id, "node superseded")
-            self.reactor.stop()
+            self.on_superseded()
             return
         if self._failures:
             log.warning("cluster: heartbeat works again after %d failure(s)", self._failures)
@@ -162,7 +164,8 @@ class ClusterMember:
             per_node[name] = per_node.get(name, 0) + n
         for row in beat.nodes:
             self.metrics.cluster_calls_owned.labels(node=str(row["name"])).set(per_node.get(str(row["name"]), 0))
-        dead = self.peers.observe(beat.nodes, self.clock()) + sql.orphans(beat)
+        now = self.clock()
+        dead = self.peers.observe(beat.nodes, now) + self.peers.orphaned(sql.orphans(beat), now)
         victims = [(d, beat.live_by_owner.get((d.name, d.epoch), 0)) for d in dead]
         victims = [(d, n) for d, n in victims if n > 0]
         if not victims or self._claiming:
@@ -208,7 +211,7 @@ class ClusterMember:
         log.warning("cluster: call %s (%s) taken over from %s epoch %d", call_id, state, dead.name, dead.epoch,
                     extra={"call_id": call_id, "event": "taken_over"})
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
         self.metrics.cluster_lease_remaining.set(self.lease.remaining(self.clock()))
         if self.gate is not None:
             self.metrics.cluster_held_requests.set(self.gate.held)

@@ -111,3 +111,30 @@ def test_what_is_held_for_a_call_taken_from_us_is_dropped_and_never_sent():
     assert port.sent == [] and gate.dropped == 2
     gate.send(_response("stored-call"), "d")
     assert len(port.sent) == 1  # responses still pass
+
+
+def test_calls_of_a_superseded_epoch_are_claimed_a_whole_lease_after_first_seen():
+    """The process of the old epoch may still run (one name, two processes): it stops acting
+    within its own lease, so nobody claims its calls before that."""
+    watch = PeerWatch("me", 3.0)
+    old = Dead("n1", 1, None)
+    assert watch.orphaned([old], now=0.0) == []
+    assert watch.orphaned([old], now=2.9) == []
+    assert watch.orphaned([old], now=3.0) == [old]
+    watch.lost_sight()
+    assert watch.orphaned([old], now=4.0) == []  # our own sight lost: count again
+
+
+def test_a_request_held_past_its_transaction_is_not_sent_at_release():
+    now = [0.0]
+    valid = [False]
+    port = _Port()
+    gate = SendGate(port, may_send=lambda: valid[0], stored=lambda cid: True, clock=lambda: now[0], max_age=32.0)
+    gate.send(_request("BYE", "stored-call", "z9hG4bKold", cseq=5), "d")
+    now[0] = 20.0
+    gate.send(_request("OPTIONS", "stored-call", "z9hG4bKnew", cseq=6), "d")
+    gate.send(_request("BYE", "stored-call", "z9hG4bKold", cseq=5), "d")  # its retransmission keeps its age
+    now[0] = 33.0
+    valid[0] = True
+    assert gate.release() == 1
+    assert [m.method for m, _ in port.sent] == ["OPTIONS"] and gate.dropped == 1
