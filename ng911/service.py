@@ -148,6 +148,8 @@ class Service:
         self.health.stop()
         if self.member is not None:
             self.member.stop()
+        if self.controller.seats is not None:
+            self.controller.seats.stop()
         for task in (self._gauges, self._full_gc, self._lag_probe):
             if task is not None and task.running:
                 task.stop()
@@ -283,6 +285,20 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
             reactor.stop()
 
         member.on_superseded = superseded
+        from sqlalchemy.pool import NullPool
+
+        from ng911.cluster.seats import SeatKeeper
+
+        # the positions' seats: advisory locks on a connection of their own (its locks go when
+        # it goes: a dead node's seats free themselves)
+        seat_engine = store_db.engine_for(settings.database.url, poolclass=NullPool)
+
+        def seat_connection() -> Any:
+            conn = seat_engine.raw_connection()
+            conn.driver_connection.autocommit = True
+            return conn
+
+        controller.seats = SeatKeeper(seat_connection, reactor.callFromThread)
     if epoch is None:
         store.on_registered = lambda e: reactor.callFromThread(service.registered, e)
     return service

@@ -120,6 +120,9 @@ class Call:
         self.stored = False
         #: our CSeq on (caller leg, position leg) when the legs were last saved
         self.saved_cseq: tuple[int, int] | None = None
+        #: positions whose every seat other nodes hold (skipped until the next round)
+        self.busy_elsewhere: set[str] = set()
+        self._reserving = False  # a seat asked for, the answer not in yet
 
     # --- rebuilt from the store (a node taking a call over) ---------------------------------
     @classmethod
@@ -147,7 +150,7 @@ class Call:
         call.psap = psap
         call.psap_ap = port.pool.aps.get(row.get("answer_point") or "")
         if call.psap_ap is not None:
-            port.pool.acquire(call.psap_ap)
+            call._take(call.psap_ap)
             psap.user_data["ap"] = call.psap_ap.name
         upstream.user_data.update(call=call, role="upstream", last_offer=upstream.remote_sdp)
         psap.user_data.update(call=call, last_offer=psap.remote_sdp)
@@ -260,7 +263,7 @@ class Call:
 
     def hunt(self) -> None:
         """Try the next free answer point; when none is left, wait and try again."""
-        if self.ended or self.attempt is not None:
+        if self.ended or self.attempt is not None or self._reserving:
             return
         if self.state == TALKING and self.transfer is None:
             return
@@ -280,9 +283,9 @@ class Call:
             self.transfer["tried"] = True
             self._invite(None, self.transfer["uri"])
             return
-        candidates = self.c.pool.candidates(queue, exclude)
+        candidates = self.c.pool.candidates(queue, exclude | self.busy_elsewhere)
         if candidates:
-            self._invite(candidates[0], candidates[0].spec.uri)
+            self._reserve_and_invite(candidates[0])
             return
         if self.transfer is not None:
             self._transfer_failed(self.transfer.get("why") or "no answer point free")
@@ -291,12 +294,44 @@ class Call:
         # hunts again when a position frees up or after a back-off, whichever comes first.
         self._ring_upstream()
         self.tried.clear()
+        self.busy_elsewhere.clear()
         initial, cap = self.c.routing.failover.hunt_backoff_initial, self.c.routing.failover.hunt_backoff_max
         self.backoff = initial if self.backoff == 0 else min(cap, self.backoff * 2)
         self._to(QUEUED if self.state in UNANSWERED else self.state, "waiting", backoff=self.backoff)
         self.c.queue_wait_started(self)
         self._retry = self.c.call_at(self.c.now() + self.backoff, lambda at: self._wake())
         self._unwait = self.c.pool.wait(self._wake)
+
+    def _reserve_and_invite(self, ap: AnswerPoint) -> None:
+        """Take a seat at ``ap`` (its capacity is counted cluster-wide), then offer it the call;
+        a position whose every seat another node holds is skipped until the next round."""
+        self._reserving = True
+
+        def reserved(ok: bool) -> None:
+            self._reserving = False
+            wanted = not self.ended and self.attempt is None and not (self.state == TALKING and self.transfer is None)
+            if ok and wanted:
+                self._invite(ap, ap.spec.uri)
+                return
+            if ok:
+                self.c.seat_freed(self, ap)
+                return
+            if wanted:
+                self.event("ap_busy_elsewhere", answer_point=ap.name)
+                self.busy_elsewhere.add(ap.name)
+                self.hunt()
+
+        self.c.reserve(self, ap, reserved)
+
+    def _take(self, ap: AnswerPoint) -> None:
+        """The call is on ``ap`` (an offer, or a call taken over there): counted here and in
+        the cluster."""
+        self.c.pool.acquire(ap)
+        self.c.seat_held(self, ap)
+
+    def _free(self, ap: AnswerPoint) -> None:
+        self.c.pool.release(ap)
+        self.c.seat_freed(self, ap)
 
     def _wake(self) -> None:
         self._cancel_wait()
@@ -341,7 +376,7 @@ class Call:
             ap = self.c.pool.by_uri(target)
         attempt = Attempt(ap, leg, self.c.now()) if ap is not None else Attempt(_external(target), leg, self.c.now())
         if ap is not None:
-            self.c.pool.acquire(ap)
+            self._take(ap)
             self.tried.add(ap.name)
         self.attempt = attempt
         self._to(ROUTING if self.state in UNANSWERED else self.state, "ap_invite",
@@ -371,7 +406,7 @@ class Call:
         if self.attempt is attempt:
             self.attempt = None
         if attempt.ap.name in self.c.pool.aps:
-            self.c.pool.release(attempt.ap)
+            self._free(attempt.ap)
 
     # --- PSAP leg events (from the controller) ----------------------------------------------
     def on_leg_provisional(self, leg: Session, response: Response) -> None:
@@ -443,7 +478,7 @@ class Call:
             self.event("transferor_gone", answer_point=self.psap_ap.name if self.psap_ap else None, reason=reason)
             self.psap = None
             if self.psap_ap is not None and self.psap_ap.name in self.c.pool.aps:
-                self.c.pool.release(self.psap_ap)
+                self._free(self.psap_ap)
             return
         if reason == "remote BYE":
             self.event("ap_hangup", answer_point=self.psap_ap.name if self.psap_ap else None)
@@ -507,7 +542,7 @@ class Call:
         self.psap = None
         self._answer_pending_caller_request()
         if old_ap is not None and old_ap.name in self.c.pool.aps:
-            self.c.pool.release(old_ap)
+            self._free(old_ap)
         if old is not None and old.state != "terminated":
             old.bye(reason="failed over")
         self.move_reason = reason.value
@@ -740,7 +775,7 @@ class Call:
             if old.state != "terminated":
                 old.bye(reason="transferred" if transfer is not None else "failed over")
             if old_ap is not None and old_ap.name in self.c.pool.aps:
-                self.c.pool.release(old_ap)
+                self._free(old_ap)
         leg.user_data["ap"] = attempt.ap.name
         self.c.save_legs(self)
         self._start_probe()
@@ -916,7 +951,7 @@ class Call:
             if self.psap.state != "terminated":
                 self.psap.bye(reason="call ended")
             if self.psap_ap is not None and self.psap_ap.name in self.c.pool.aps:
-                self.c.pool.release(self.psap_ap)
+                self._free(self.psap_ap)
         if self.upstream.state != "terminated":
             if reason in BYE_CALLER_ALLOWED:
                 self.upstream.bye(reason=reason.value)  # (480 to an INVITE not answered yet)
@@ -946,7 +981,7 @@ class Call:
         if attempt is not None:
             self._drop_attempt(attempt)
         if self.psap_ap is not None and self.psap_ap.name in self.c.pool.aps:
-            self.c.pool.release(self.psap_ap)
+            self._free(self.psap_ap)
         for leg in [self.upstream, self.psap] + ([attempt.leg] if attempt is not None else []):
             if leg is not None and leg.state != "terminated":
                 leg.forget(why)

@@ -19,7 +19,7 @@ from ng911.call.port import CallPort
 from ng911.call.state import UNANSWERED, CallState, EndReason, FailoverCause
 from ng911.emergency import append_history, classify, ensure_ids, extract, headers_to_forward
 from ng911.routing.model import RoutingSpec
-from ng911.routing.pool import Pool
+from ng911.routing.pool import AnswerPoint, Pool
 from ng911.sip.headers import parse_name_addr, printable_display_name
 from ng911.sip.message import Request, Response
 from ng911.sip.timerwheel import TimerHandle
@@ -90,6 +90,8 @@ class Controller(UaHandler):
         self.acting: Callable[[Call], bool] = lambda call: True
         #: told the SIP Call-IDs of a call this node lost (the send gate drops their requests)
         self.on_call_lost: Callable[[list[str]], None] | None = None
+        #: cluster-wide seats at the positions (ng911.cluster.seats.SeatKeeper); None: one node
+        self.seats: Any = None
 
     def attach(self, ua: UserAgent) -> None:
         self.ua = ua
@@ -106,6 +108,20 @@ class Controller(UaHandler):
 
     def may_act(self, call: Call) -> bool:
         return self.acting(call)
+
+    def reserve(self, call: Call, ap: AnswerPoint, done: Callable[[bool], None]) -> None:
+        if self.seats is None:
+            done(True)
+        else:
+            self.seats.reserve(call.call_id, ap.name, ap.spec.capacity, done)
+
+    def seat_held(self, call: Call, ap: AnswerPoint) -> None:
+        if self.seats is not None and ap.name in self.pool.aps:
+            self.seats.held(call.call_id, ap.name, ap.spec.capacity)
+
+    def seat_freed(self, call: Call, ap: AnswerPoint) -> None:
+        if self.seats is not None:
+            self.seats.free(call.call_id, ap.name)
 
     # --- admission ------------------------------------------------------------------------
     def _trusted(self, source: Any) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ng911.routing.model import RoutingSpec
-from ng911.routing.pool import Pool
+from ng911.routing.pool import AnswerPoint, Pool
 from ng911.sip.timerwheel import TimerHandle
 
 if TYPE_CHECKING:
@@ -43,6 +43,19 @@ class CallPort(Protocol):
 
     def call_ended(self, call: Call, outcome: str, reason: str) -> None: ...
 
+    def reserve(self, call: Call, ap: AnswerPoint, done: Callable[[bool], None]) -> None:
+        """Take a seat at ``ap`` for ``call`` before offering it (cluster-wide capacity);
+        ``done(False)``: every seat is held elsewhere. May answer at once (one node)."""
+        ...
+
+    def seat_held(self, call: Call, ap: AnswerPoint) -> None:
+        """``call`` is on ``ap``: hold a seat there (taken already by ``reserve``, or now)."""
+        ...
+
+    def seat_freed(self, call: Call, ap: AnswerPoint) -> None:
+        """``call`` left ``ap``: its seat is free for any node."""
+        ...
+
     def may_act(self, call: Call) -> bool:
         """False while another node may own ``call`` (this node's cluster lease is not
         confirmed): start nothing on it that a silence would be read against (a probe)."""
@@ -51,4 +64,5 @@ class CallPort(Protocol):
 
 #: the members of the port, for tests that hold a call to them
 MEMBERS = frozenset({"routing", "pool", "observer", "now", "call_at", "invite", "psap_from", "history_for",
-                     "save_legs", "queue_wait_started", "queue_wait_ended", "call_ended", "may_act"})
+                     "save_legs", "queue_wait_started", "queue_wait_ended", "call_ended", "may_act",
+                     "reserve", "seat_held", "seat_freed"})
