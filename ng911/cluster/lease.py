@@ -98,6 +98,9 @@ class PeerWatch:
                 continue
             present.add(key)
             beat = row.get("heartbeat_at")
+            if row.get("lease_released"):
+                dead.append(Dead(key[0], key[1], beat))  # it stopped on purpose: no need to wait
+                continue
             seen = self._seen.get(key)
             if seen is None or seen[0] != beat:
                 self._seen[key] = (beat, now)

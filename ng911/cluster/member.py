@@ -82,8 +82,20 @@ class ClusterMember:
         self._loop.start(self.interval, now=True)
 
     def stop(self) -> None:
+        """Stopping on purpose: send nothing more on stored calls and give the lease back, so
+        that the survivors take the calls over at their next heartbeat (blocking: shutdown)."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        self.lease.confirmed_at = None  # from now on every request on a stored call is held
+        if self.epoch is None:
+            return
+        try:
+            with self.engine.begin() as conn:
+                released = sql.release(conn, self.node, self.epoch)
+            log.info("cluster: lease given back (%s): the other nodes take this node's calls over now",
+                     "done" if released else "not ours any more")
+        except Exception as e:
+            log.warning("cluster: could not give the lease back (%s): the calls are taken over when it expires", e)
 
     # --- verdicts the node asks for -----------------------------------------------------------
     def may_send(self) -> bool:

@@ -45,7 +45,9 @@ def heartbeat(conn: Connection, node: str, epoch: int, lease: float, sip_uri: st
         return None
     rows = conn.execute(sa.select(
         n.name, n.epoch, n.heartbeat_at, n.lease_expires_at, n.sip_uri,
-        sa.case((n.lease_expires_at.is_(None), False), else_=n.lease_expires_at < now).label("lease_expired")))
+        sa.case((n.lease_expires_at.is_(None), False), else_=n.lease_expires_at < now).label("lease_expired"),
+        sa.case((n.lease_expires_at.is_(None), False),
+                else_=n.lease_expires_at <= n.heartbeat_at).label("lease_released")))
     nodes = [dict(r._mapping) for r in rows]
     live = conn.execute(
         sa.select(c.owner_node, c.owner_epoch, sa.func.count())
@@ -58,6 +60,15 @@ def heartbeat(conn: Connection, node: str, epoch: int, lease: float, sip_uri: st
             sa.select(c.call_id).where(c.owner_node == node, c.owner_epoch == epoch, c.ended_at.is_(None))
         ).scalars())
     return Beat(nodes, owned, live_by_owner)
+
+
+def release(conn: Connection, node: str, epoch: int) -> bool:
+    """A node stopping on purpose gives its lease back (it ends at its last heartbeat): the
+    survivors take its calls at their next heartbeat instead of a lease later."""
+    n = m.nodes.c
+    done = conn.execute(sa.update(m.nodes).where(n.name == node, n.epoch == epoch)
+                        .values(lease_expires_at=n.heartbeat_at))
+    return done.rowcount == 1
 
 
 def orphans(beat: Beat) -> list[Dead]:
@@ -78,7 +89,9 @@ def claim(conn: Connection, me: str, my_epoch: int, dead: Dead, limit: int) -> l
         return []
     row = conn.execute(
         sa.select(n.epoch, n.heartbeat_at,
-                  sa.case((n.lease_expires_at.is_(None), False), else_=n.lease_expires_at < sa.func.now()).label("expired"))
+                  sa.case((n.lease_expires_at.is_(None), False),
+                          else_=sa.or_(n.lease_expires_at < sa.func.now(),
+                                       n.lease_expires_at <= n.heartbeat_at)).label("expired"))
         .where(n.name == dead.name).with_for_update()).first()
     if row is not None and int(row.epoch) == dead.epoch:
         if not row.expired or row.heartbeat_at != dead.heartbeat_at:

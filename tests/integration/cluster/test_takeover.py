@@ -273,3 +273,23 @@ def test_call_mid_move_when_its_node_dies_is_moved_by_the_survivor(cluster, sipp
     assert (row["owner_node"], row["answer_point"], row["end_reason"]) == ("n2", "ap2", "caller_hangup")
     assert row["move"] is None
     n2.assert_clean()
+
+
+def test_node_stopped_on_purpose_hands_its_calls_over_at_once(cluster, sipp):
+    ap = Ap("ap1")
+    ap_proc = sipp_ap(sipp, "tk_ap.xml", ap)
+    n1, n2 = cluster.start(["n1", "n2"], [ap], lease=5.0)  # a long lease: only the hand-over is quick
+    caller = sipp_caller(sipp, "tk_caller.xml", n1.sip_port, hold_ms=1000)
+    _talking(n1)
+    stopped = time.time()
+    assert n1.stop() == 0  # SIGTERM: a rolling restart, say
+    assert caller.wait(60) == 0, caller.summary()
+    assert ap_proc.wait(30) == 97, ap_proc.summary()
+    [reinvite] = caller.received("INVITE")
+    assert _contact_port(reinvite) == n2.sip_port and caller.received("BYE") == []
+    print(f"SIGTERM → caller's re-INVITE from the survivor: {reinvite.at - stopped:.2f} s (lease 5 s)")
+    # n1 gave its lease back on the way out (so nobody waited for it to expire)
+    assert "lease given back (done)" in n1.stderr_path.read_text()
+    (row,) = n2.wait_ended(1, timeout=15)
+    assert (row["owner_node"], row["end_reason"]) == ("n2", "caller_hangup")
+    n2.assert_clean()

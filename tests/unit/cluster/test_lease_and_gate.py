@@ -138,3 +138,9 @@ def test_a_request_held_past_its_transaction_is_not_sent_at_release():
     valid[0] = True
     assert gate.release() == 1
     assert [m.method for m, _ in port.sent] == ["OPTIONS"] and gate.dropped == 1
+
+
+def test_a_node_that_gave_its_lease_back_is_dead_at_once():
+    watch = PeerWatch("me", 3.0)
+    row = dict(_row("n2", 4, 100.0), lease_released=True)
+    assert watch.observe([row], now=0.0) == [Dead("n2", 4, 100.0)]
