@@ -388,6 +388,29 @@ class Controller(UaHandler):
         return call
 
     # --- operator / drill -----------------------------------------------------------------
+    #: what an operator may ask of a call, from any node (ng911.cluster.commands)
+    COMMANDS = ("release", "move")
+
+    def run_command(self, command: dict[str, Any]) -> tuple[bool, str]:
+        """Carry out an operator's command on a call this node owns (it may have been issued
+        on another node: it travelled through the database). (done, what happened)."""
+        call = self.calls.get(command.get("call_id") or "")
+        action = command.get("action")
+        if call is None or call.ended:
+            return False, "no such live call on this node"
+        call.event("operator_command", action=action, issued_by=command.get("issued_by"),
+                   command=command.get("id"))
+        if action == "release":
+            call.release()
+            return True, "released"
+        if action == "move":
+            if call.state is not CallState.TALKING:
+                return False, f"cannot move a call that is {call.state.value}"
+            call.fail_over(FailoverCause.OPERATOR)
+            return True, "moving to another position"
+        return False, f"unknown action {action!r} (known: {', '.join(self.COMMANDS)})"
+
+
     def fail_over_answer_point(self, name: str, reason: FailoverCause | str = FailoverCause.AP_DOWN) -> int:
         """Move every call connected to answer point ``name`` (health said down, or a drill)."""
         moved = 0
