@@ -24,9 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _subcommands() -> list:  # type: ignore[type-arg]
-    from ng911.cli import demo_cmd, serve_cmd, ua_cmd
+    from ng911.cli import call_cmd, demo_cmd, serve_cmd, ua_cmd
 
-    return [serve_cmd, demo_cmd, ua_cmd]
+    return [serve_cmd, demo_cmd, ua_cmd, call_cmd]
 
 
 def main(argv: list[str] | None = None) -> int:

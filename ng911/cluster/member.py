@@ -26,7 +26,7 @@ from typing import Any, Callable
 from twisted.internet import threads
 from twisted.internet.task import LoopingCall
 
-from ng911.cluster import sql
+from ng911.cluster import commands, sql
 from ng911.cluster.gate import SendGate
 from ng911.cluster.lease import Dead, OwnLease, PeerWatch
 
@@ -61,6 +61,8 @@ class ClusterMember:
         self._failures = 0
         self._sip_index: dict[str, Any] | None = None
         self.taken_over = 0
+        #: commands run whose outcome is not recorded yet: when taken again, recorded, not rerun
+        self._commands_run: dict[int, tuple[bool, str]] = {}
         #: another process registered under this node's name: this one must stop
         self.on_superseded: Callable[[], None] = lambda: reactor.stop()
 
@@ -130,7 +132,10 @@ class ClusterMember:
 
     def _beat_sync(self, epoch: int) -> sql.Beat | None:
         with self.engine.begin() as conn:
-            return sql.heartbeat(conn, self.node, epoch, self.lease.duration, self.sip_uri)
+            beat = sql.heartbeat(conn, self.node, epoch, self.lease.duration, self.sip_uri)
+            if beat is not None and beat.owned:
+                beat.commands = commands.take(conn, self.node, epoch)
+            return beat
 
     def _beat_failed(self, failure: Any) -> None:
         self._failures += 1
@@ -161,7 +166,39 @@ class ClusterMember:
                 self.controller.forget_call(call_id, "claimed by another node")
         if self.gate is not None:
             self.gate.release()
+        for cmd in beat.commands:
+            self._run_command(cmd)
         self._observe(beat)
+
+    def _run_command(self, cmd: dict[str, Any]) -> None:
+        """An operator's command on a call this node owns (``commands.take``): run it, write the
+        outcome on a thread. Not recorded (database away): taken again after RETAKE_AFTER."""
+        cid = cmd["id"]
+        if cid in self._commands_run:
+            ok, result = self._commands_run[cid]  # run already; only its outcome was not written
+        elif cmd["call_id"] not in self.controller.calls and self._claiming:
+            # claimed a moment ago, not restored yet: the next heartbeat takes it again
+            self.to_thread(self._command_sync, commands.give_back, cid, self.node, self.epoch).addErrback(
+                lambda f: log.warning("cluster: command %s not given back (%s): taken again in %.0f s",
+                                      cid, f.getErrorMessage(), commands.RETAKE_AFTER))
+            return
+        else:
+            try:
+                ok, result = self.controller.run_command(cmd)
+            except Exception as e:
+                log.exception("cluster: command %s (%s) on call %s failed", cid, cmd.get("action"), cmd["call_id"])
+                ok, result = False, f"failed: {e}"
+            self._commands_run[cid] = (ok, result)
+            log.info("cluster: command %s %s on call %s by %s: %s", cid, cmd.get("action"), cmd["call_id"],
+                     cmd.get("issued_by"), result, extra={"call_id": cmd["call_id"], "event": "operator_command"})
+        d = self.to_thread(self._command_sync, commands.finish, cid, ok, result)
+        d.addCallbacks(lambda _: self._commands_run.pop(cid, None),
+                       lambda f: log.warning("cluster: outcome of command %s not written (%s): it is taken "
+                                             "again in %.0f s", cid, f.getErrorMessage(), commands.RETAKE_AFTER))
+
+    def _command_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self.engine.begin() as conn:
+            return fn(conn, *args)
 
     def _observe(self, beat: sql.Beat) -> None:
         counts = {"alive": 0, "expired": 0, "none": 0}

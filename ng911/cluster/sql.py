@@ -30,6 +30,7 @@ class Beat:
     nodes: list[dict[str, Any]]  # every node row, with ``lease_expired`` by the database's clock
     owned: set[str]  # live calls owned by this node's (name, epoch)
     live_by_owner: dict[NodeKey, int] = field(default_factory=dict)  # live calls per owner
+    commands: list[dict[str, Any]] = field(default_factory=list)  # operator commands taken (cluster.commands)
 
 
 def heartbeat(conn: Connection, node: str, epoch: int, lease: float, sip_uri: str | None) -> Beat | None:

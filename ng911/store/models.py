@@ -233,6 +233,41 @@ class AbandonedCall(ModelBase):
         EpochSeconds, comment="when a call-taker called back; NULL: still on the list")
 
 
+COMMAND_ACTIONS = ("release", "move")
+
+
+class Command(ModelBase):
+    """An operator's command on a call, addressed to the call (not to a node): whichever node
+    owns the call when it beats takes it, runs it and writes the outcome (``ng911.cluster.commands``)."""
+
+    __tablename__ = "commands"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "action IN (" + ", ".join(f"'{a}'" for a in COMMAND_ACTIONS) + ")", name="action_known"),
+        # the owner's query at every heartbeat: the commands not done yet, by call
+        sa.Index("ix_commands_pending", "call_id", "id",
+                 postgresql_where=sa.text("done_at IS NULL"), sqlite_where=sa.text("done_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(
+        _BigId, primary_key=True, autoincrement=True, comment="issue order")
+    call_id: Mapped[str] = mapped_column(
+        sa.Text, sa.ForeignKey("calls.call_id", ondelete="CASCADE"), comment="the call it acts on")
+    action: Mapped[str] = mapped_column(sa.Text, comment="release | move")
+    args: Mapped[Any | None] = mapped_column(_json(), comment="the action's arguments (JSON object), if any")
+    issued_by: Mapped[str] = mapped_column(sa.Text, comment="who asked (an operator's name)")
+    issued_at: Mapped[float] = mapped_column(EpochSeconds, comment="when it was issued (database clock)")
+    taken_by: Mapped[str | None] = mapped_column(
+        sa.Text, comment="node that took it to run it; NULL: not taken yet")
+    taken_epoch: Mapped[int | None] = mapped_column(sa.BigInteger, comment="that node's epoch")
+    taken_at: Mapped[float | None] = mapped_column(
+        EpochSeconds, comment="when it was taken (database clock); taken long ago and not done: taken again")
+    done_at: Mapped[float | None] = mapped_column(
+        EpochSeconds, comment="when its outcome was written; NULL: not done yet")
+    ok: Mapped[bool | None] = mapped_column(sa.Boolean, comment="done: carried out (true) or refused (false)")
+    result: Mapped[str | None] = mapped_column(sa.Text, comment="what happened, in the node's words")
+
+
 metadata = ModelBase.metadata
 calls = Call.__table__
 legs = Leg.__table__
@@ -241,3 +276,4 @@ nodes = Node.__table__
 answer_points = AnswerPointRow.__table__
 ap_health_events = ApHealthEvent.__table__
 abandoned_calls = AbandonedCall.__table__
+commands = Command.__table__

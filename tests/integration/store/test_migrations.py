@@ -22,7 +22,7 @@ from ng911.store.models import CALL_STATES
 from tests.pg import postgres_url
 
 TABLES = {"nodes", "calls", "legs", "call_events", "answer_points", "ap_health_events",
-          "abandoned_calls"}
+          "abandoned_calls", "commands"}
 
 
 def tables(url: str) -> set[str]:
@@ -53,7 +53,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path, pg_server: str):  
             yield url
 
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def test_upgrade_an_empty_database_to_head(empty_url: str) -> None:
@@ -148,7 +148,7 @@ def test_migrations_are_found_from_the_package() -> None:
     path = migrations_dir()
     assert (path / "env.py").is_file()
     assert sorted(p.name for p in (path / "versions").glob("*.py")) == ["0001_initial.py", "0002_call_state_check.py",
-                                                                           "0003_cluster.py"]
+                                                                           "0003_cluster.py", "0004_commands.py"]
 
 
 def test_a_call_row_holds_only_a_state_of_the_state_machine(empty_url: str) -> None:
