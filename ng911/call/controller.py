@@ -52,6 +52,8 @@ def _content_record(content: Any) -> dict[str, Any]:
 
 
 UPSTREAM_REFRESH_FAILURES_TOLERATED = 2
+#: seconds a peer is asked to wait before retrying a request meant for a call another node has
+STRAY_RETRY_AFTER = 2
 
 
 def _upstream_end_reason(session: Session) -> EndReason:
@@ -92,6 +94,8 @@ class Controller(UaHandler):
         self.on_call_lost: Callable[[list[str]], None] | None = None
         #: cluster-wide seats at the positions (ng911.cluster.seats.SeatKeeper); None: one node
         self.seats: Any = None
+        #: the cluster's answer to "is this SIP Call-ID a live call of another node?" (async)
+        self.stray_owner: Callable[[str, Callable[[bool], None]], None] | None = None
 
     def attach(self, ua: UserAgent) -> None:
         self.ua = ua
@@ -234,6 +238,26 @@ class Controller(UaHandler):
                 call.end(_upstream_end_reason(session), detail=reason)
             return
         call.on_leg_terminated(session, reason)
+
+    def on_stray(self, request: Request, reply: Callable[..., None]) -> bool:
+        """A request in a dialog this node does not have. In a cluster it may be a call another
+        node owns (this node lost it, or the front re-routed a request meant for a dead node):
+        then it gets 500 with Retry-After — the caller retries, by then at the owner whose
+        target refresh tells it where (a 481 or 408 would make it end the dialog, RFC 3261
+        §12.2.1.2). Otherwise 481 as usual."""
+        if self.stray_owner is None:
+            return False
+
+        def owned(elsewhere: bool) -> None:
+            if elsewhere:
+                log.info("in-dialog %s for call-id %s owned by another node: 500 Retry-After",
+                         request.method, request.call_id)
+                reply(500, "Call Handled By Another Node", headers=(("Retry-After", str(STRAY_RETRY_AFTER)),))
+            else:
+                reply(481)
+
+        self.stray_owner(request.call_id, owned)
+        return True
 
     def on_request(self, session: Session | None, request: Request, reply: Callable[..., None]) -> None:
         call = self._call_of(session) if session is not None else None

@@ -88,6 +88,11 @@ class UaHandler:
 
     def on_cancelled(self, session: Session, request: Request) -> None: ...
 
+    def on_stray(self, request: Request, reply: Callable[..., None]) -> bool:
+        """An in-dialog request for a dialog this UA does not have (not an ACK). True: the
+        handler answers it (``reply``, now or later); False: 481."""
+        return False
+
     def on_request(self, session: Session | None, request: Request, reply: Callable[..., None]) -> None:
         """Other requests (INFO, MESSAGE, REFER, NOTIFY, out-of-dialog non-INVITE)."""
         reply(200 if session is not None or request.method in ("MESSAGE", "INFO") else 405)
@@ -398,7 +403,8 @@ class UserAgent(InviteAdoption):
                     session._on_ack(request)
                 return
             if session is None:
-                self.respond(key, make_response(request, 481))
+                if not self.handler.on_stray(request, self._replier(request, key)):
+                    self.respond(key, make_response(request, 481))
                 return
             if self._reject_unsupported(request, key):
                 return

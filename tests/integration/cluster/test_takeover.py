@@ -293,3 +293,19 @@ def test_node_stopped_on_purpose_hands_its_calls_over_at_once(cluster, sipp):
     (row,) = n2.wait_ended(1, timeout=15)
     assert (row["owner_node"], row["end_reason"]) == ("n2", "caller_hangup")
     n2.assert_clean()
+
+
+def test_a_request_for_a_call_another_node_has_gets_500_retry_after_not_481(cluster, sipp):
+    ap = Ap("ap1")
+    ap_proc = sipp_ap(sipp, "tk_ap.xml", ap)
+    n1, n2 = cluster.start(["n1", "n2"], [ap])
+    caller = sipp_caller(sipp, "tk_caller_stray.xml", n1.sip_port, hold_ms=500,
+                         extra=["-key", "other", str(n2.sip_port)])
+    assert caller.wait(30) == 0, caller.summary()
+    assert ap_proc.wait(30) == 97, ap_proc.summary()
+    [answer] = [m for m in caller.received(None, requests=False) if "INFO" in (m.header("CSeq") or "")]
+    assert answer.status == 500 and answer.header("Retry-After") == "2"
+    (row,) = n1.wait_ended(1, timeout=15)
+    assert (row["owner_node"], row["end_reason"]) == ("n1", "caller_hangup")
+    n1.assert_clean()
+    n2.assert_clean()
