@@ -64,6 +64,7 @@ class Service:
     _was_up: bool | None = None
     member: Any = None  # the ClusterMember when cluster.enabled
     superseded: bool = False  # another process registered under this node's name: stopped
+    seat_listener: Any = None  # hears seats freed by other nodes (cluster)
 
     def start(self) -> None:
         self.store.start()
@@ -74,6 +75,8 @@ class Service:
             if self.epoch is not None:
                 self.member.registered(self.epoch)
             self.member.start()
+        if self.seat_listener is not None:
+            self.seat_listener.start()
         port = serve_metrics(self.reactor, self.registry, self.settings.metrics.host, self.settings.metrics.port)
         self.listening.append(port)
         from twisted.internet.task import LoopingCall
@@ -150,6 +153,8 @@ class Service:
             self.member.stop()
         if self.controller.seats is not None:
             self.controller.seats.stop()
+        if self.seat_listener is not None:
+            self.seat_listener.stop()
         for task in (self._gauges, self._full_gc, self._lag_probe):
             if task is not None and task.running:
                 task.stop()
@@ -285,20 +290,15 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
             reactor.stop()
 
         member.on_superseded = superseded
-        from sqlalchemy.pool import NullPool
-
-        from ng911.cluster.seats import SeatKeeper
+        from ng911.cluster.seats import SeatKeeper, SeatListener
 
         # the positions' seats: advisory locks on a connection of their own (its locks go when
         # it goes: a dead node's seats free themselves)
-        seat_engine = store_db.engine_for(settings.database.url, poolclass=NullPool)
-
         def seat_connection() -> Any:
-            conn = seat_engine.raw_connection()
-            conn.driver_connection.autocommit = True
-            return conn
+            return store_db.dbapi_connect(settings.database.url)
 
-        controller.seats = SeatKeeper(seat_connection, reactor.callFromThread)
+        controller.seats = SeatKeeper(seat_connection, reactor.callFromThread, node=node)
+        service.seat_listener = SeatListener(seat_connection, reactor.callFromThread, controller.pool.freed_elsewhere)
     if epoch is None:
         store.on_registered = lambda e: reactor.callFromThread(service.registered, e)
     return service

@@ -117,7 +117,7 @@ class Controller(UaHandler):
         if self.seats is None:
             done(True)
         else:
-            self.seats.reserve(call.call_id, ap.name, ap.spec.capacity, done)
+            self.seats.reserve(call.call_id, ap.name, ap.spec.capacity, done, queue=call.queue, created=call.created)
 
     def seat_held(self, call: Call, ap: AnswerPoint) -> None:
         if self.seats is not None and ap.name in self.pool.aps:

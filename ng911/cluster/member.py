@@ -73,6 +73,7 @@ class ClusterMember:
         ua.port = self.gate
         self.controller.acting = self.may_act
         self.controller.on_call_lost = self.gate.fence
+        self.controller.stray_owner = self.stray_owner
         return self.gate
 
     def registered(self, epoch: int) -> None:
@@ -113,6 +114,20 @@ class ClusterMember:
                                        for leg in call.legs()}
         call = index.get(sip_call_id)
         return call is not None and call.stored
+
+    def stray_owner(self, sip_call_id: str, done: Callable[[bool], None]) -> None:
+        """Answer ``done(True)`` when ``sip_call_id`` is a live call this node does not have
+        (it lost it, or it is another node's): from what the gate knows, else the database."""
+        if self.gate is not None and self.gate.is_fenced(sip_call_id):
+            done(True)
+            return
+
+        def lookup() -> bool:
+            with self.engine.connect() as conn:
+                return sql.live_call_with_sip_call_id(conn, sip_call_id)
+
+        d = self.to_thread(lookup)
+        d.addCallbacks(done, lambda f: done(True))  # database away: a retry is the safe answer
 
     # --- the beat -----------------------------------------------------------------------------
     def beat(self) -> None:

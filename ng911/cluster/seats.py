@@ -19,6 +19,8 @@ A call already on a position (taken over from a dead node) holds a seat there wi
 from __future__ import annotations
 
 import logging
+import select
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +29,12 @@ from typing import Any, Callable
 log = logging.getLogger("ng911.cluster")
 
 Holder = tuple[str, str]  # (call id, answer point name)
+#: a younger call gives way to an older one of its queue waiting on another node for at most
+#: this long (arrival order across the cluster, never starvation)
+YIELD_FOR = 3.0
+YIELDING_MEMORY = 10_000
+#: the channel a freed seat is announced on (payload: the answer point's name)
+CHANNEL = "ng911_seats"
 #: after a lost connection, seats are decided alone for this long before trying again (a
 #: hunt must not wait for a connect timeout at every reservation during an outage)
 RECONNECT_AFTER = 2.0
@@ -42,7 +50,11 @@ class SeatKeeper:
     """``connect()`` gives a DBAPI connection (autocommit); ``call_in_reactor`` runs a
     callable on the reactor thread (``reactor.callFromThread``)."""
 
-    def __init__(self, connect: Callable[[], Any], call_in_reactor: Callable[..., None]) -> None:
+    def __init__(self, connect: Callable[[], Any], call_in_reactor: Callable[..., None], *,
+                 node: str = "") -> None:
+        self.node = node
+        self._yielding: dict[str, float] = {}  # call id -> when it first gave way to an older call
+        self.yielded = 0  # reservations that gave way to an older call waiting on another node
         self.connect = connect
         self.call_in_reactor = call_in_reactor
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ng911-seats")
@@ -56,7 +68,12 @@ class SeatKeeper:
         self._retry_at = 0.0  # after a lost connection: no new one before this (monotonic)
 
     # --- reactor side ---------------------------------------------------------------------
-    def reserve(self, call_id: str, ap: str, capacity: int, done: Callable[[bool], None]) -> None:
+    def reserve(self, call_id: str, ap: str, capacity: int, done: Callable[[bool], None], *,
+                queue: str | None = None, created: float | None = None) -> None:
+        """Take a free seat at ``ap`` for ``call_id`` (``done(True)``), or say none is free to
+        it (``done(False)``): every seat is held, or — for a call of ``queue`` that arrived at
+        ``created`` — an older call of that queue waits on another node, which gets the seat
+        first (for at most ``YIELD_FOR`` seconds of this call's waiting: never starved)."""
         holder = (call_id, ap)
         if holder in self.holders:
             done(True)
@@ -68,13 +85,13 @@ class SeatKeeper:
                 self.holders.discard(holder)
             done(ok)
 
-        self._submit(self._take, holder, capacity, False, finish)
+        self._submit(self._take, holder, capacity, False, queue, created, finish)
 
     def held(self, call_id: str, ap: str, capacity: int) -> None:
         holder = (call_id, ap)
         if holder not in self.holders:
             self.holders.add(holder)
-            self._submit(self._take, holder, capacity, True, None)
+            self._submit(self._take, holder, capacity, True, None, None, None)
 
     def free(self, call_id: str, ap: str) -> None:
         holder = (call_id, ap)
@@ -114,9 +131,12 @@ class SeatKeeper:
                             seat, holder[1], holder[0])
                 self._locks[holder] = None
 
-    def _take(self, holder: Holder, capacity: int, force: bool) -> bool:
+    def _take(self, holder: Holder, capacity: int, force: bool, queue: str | None = None,
+              created: float | None = None) -> bool:
         try:
             cur = self._cursor()
+            if queue is not None and created is not None and self._older_waits(cur, holder[0], queue, created):
+                return False
             key = ap_key(holder[1])
             # (advisory locks are re-entrant within a session: a seat this node holds for one
             # call would be granted again for another — skip ours)
@@ -140,6 +160,27 @@ class SeatKeeper:
         self.refused += 1
         return False
 
+    def _older_waits(self, cur: Any, call_id: str, queue: str, created: float) -> bool:
+        """Does an older call of ``queue`` wait on another live node (it should get the seat
+        first)? Yes at most ``YIELD_FOR`` s after this call first gave way."""
+        cur.execute(
+            "SELECT 1 FROM calls c JOIN nodes n ON n.name = c.owner_node AND n.epoch = c.owner_epoch"
+            " WHERE c.queue = %s AND c.state = 'queued' AND c.ended_at IS NULL"
+            " AND c.created_at < to_timestamp(%s) AND c.call_id <> %s AND c.owner_node <> %s"
+            " AND n.lease_expires_at > now() LIMIT 1",
+            (queue, created, call_id, self.node))
+        if cur.fetchone() is None:
+            self._yielding.pop(call_id, None)
+            return False
+        now = time.monotonic()
+        first = self._yielding.setdefault(call_id, now)
+        while len(self._yielding) > YIELDING_MEMORY:
+            self._yielding.pop(next(iter(self._yielding)))
+        if now - first >= YIELD_FOR:
+            return False  # waited long enough behind it: take the seat
+        self.yielded += 1
+        return True
+
     def _give(self, holder: Holder) -> None:
         seat = self._locks.pop(holder, None)
         if seat is None or self._conn is None:
@@ -147,6 +188,8 @@ class SeatKeeper:
         try:
             cur = self._conn.cursor()
             cur.execute("SELECT pg_advisory_unlock(%s, %s)", (ap_key(holder[1]), seat))
+            # the other nodes' waiting calls hunt again now (SeatListener), not at their next retry
+            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, holder[1]))
         except Exception as e:
             self._lost(e)
 
@@ -170,3 +213,50 @@ def _result(future: Any) -> bool:
     except Exception:
         log.exception("answer point seats: unexpected failure; deciding alone")
         return True
+
+
+class SeatListener:
+    """Hears the seats other nodes free (``LISTEN ng911_seats``) on a connection and a thread of
+    its own, and tells the reactor (``on_freed(answer point)``): waiting calls hunt again at
+    once. Without it they would find the seat at their next retry."""
+
+    def __init__(self, connect: Callable[[], Any], call_in_reactor: Callable[..., None],
+                 on_freed: Callable[[str], None]) -> None:
+        self.connect = connect
+        self.call_in_reactor = call_in_reactor
+        self.on_freed = on_freed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ng911-seat-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        conn = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = self.connect()
+                    conn.cursor().execute(f"LISTEN {CHANNEL}")
+                raw = conn
+                if select.select([raw], [], [], 1.0)[0]:
+                    raw.poll()
+                    while raw.notifies:
+                        note = raw.notifies.pop(0)
+                        self.call_in_reactor(self.on_freed, note.payload)
+            except Exception:
+                try:
+                    if conn is not None:
+                        conn.close()
+                except Exception:
+                    pass
+                conn = None
+                self._stop.wait(RECONNECT_AFTER)
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass

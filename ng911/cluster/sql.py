@@ -72,6 +72,17 @@ def release(conn: Connection, node: str, epoch: int) -> bool:
     return done.rowcount == 1
 
 
+def live_call_with_sip_call_id(conn: Connection, sip_call_id: str) -> bool:
+    """Is there a live call with a leg of this SIP Call-ID (the caller's, or a position's)?"""
+    c, leg = m.calls.c, m.legs.c
+    by_caller = sa.select(c.call_id).where(c.sip_call_id == sip_call_id, c.ended_at.is_(None)).limit(1)
+    if conn.execute(by_caller).first() is not None:
+        return True
+    by_leg = (sa.select(leg.call_id).join(m.calls, m.calls.c.call_id == leg.call_id)
+              .where(leg.dialog["call_id"].astext == sip_call_id, c.ended_at.is_(None)).limit(1))
+    return conn.execute(by_leg).first() is not None
+
+
 def orphans(beat: Beat) -> list[Dead]:
     """Owners of live calls that are no node's current (name, epoch): a node restarted (its
     old epoch's calls are left), or its row is gone. Dead by definition: epochs only grow."""

@@ -91,6 +91,12 @@ class Pool:
 
         return cancel
 
+    def freed_elsewhere(self, name: str) -> None:
+        """Another node freed a seat at answer point ``name``: waiting calls look again."""
+        ap = self.aps.get(name)
+        if ap is not None and ap.free:
+            self._wake()
+
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
         for waker in waiters:

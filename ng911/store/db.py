@@ -63,7 +63,15 @@ def engine_for(url: str | sa.URL, *, statement_timeout_ms: int = STATEMENT_TIMEO
             u, connect_args={"check_same_thread": False, "timeout": 5.0}, **kwargs)
         _sqlite_setup(engine)
         return engine
-    connect_args = {
+    connect_args = _pg_connect_args(statement_timeout_ms)
+    if "poolclass" not in kwargs:
+        kwargs.setdefault("pool_size", 4)
+        kwargs.setdefault("max_overflow", 4)
+    return sa.create_engine(u, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+
+
+def _pg_connect_args(statement_timeout_ms: int) -> dict[str, Any]:
+    return {
         "connect_timeout": CONNECT_TIMEOUT_S,
         "application_name": "ng911",
         "options": f"-c statement_timeout={int(statement_timeout_ms)}",
@@ -73,10 +81,18 @@ def engine_for(url: str | sa.URL, *, statement_timeout_ms: int = STATEMENT_TIMEO
         "keepalives_count": 2,
         "tcp_user_timeout": 10000,
     }
-    if "poolclass" not in kwargs:
-        kwargs.setdefault("pool_size", 4)
-        kwargs.setdefault("max_overflow", 4)
-    return sa.create_engine(u, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+
+
+def dbapi_connect(url: str | sa.URL, *, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Any:
+    """A psycopg2 connection of its own (autocommit), tuned like the store's, outside any pool:
+    for a session whose life means something (advisory locks, LISTEN)."""
+    import psycopg2
+
+    u = normalise_url(url) if isinstance(url, str) else url
+    conn = psycopg2.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+                            dbname=u.database, **_pg_connect_args(statement_timeout_ms))
+    conn.autocommit = True
+    return conn
 
 
 def _sqlite_setup(engine: Engine) -> None:

@@ -43,3 +43,25 @@ def test_two_positions_of_capacity_one_and_three_nodes_are_never_double_booked(c
     print(f"9 calls over 3 nodes on 2 positions of capacity 1: {refused} offers refused for a seat held elsewhere")
     for node in nodes:
         node.assert_clean()
+
+
+def test_waiting_calls_are_offered_in_arrival_order_across_nodes(cluster, sipp):
+    """One position, two nodes: A talks on it (n1); B arrives at n2 and waits; C arrives later at
+    n1 and waits. When A ends, n1 frees the position — its own C would get it first if each node
+    only looked at its own queue — but B, older, gets it (C gives way to it)."""
+    ap = Ap("ap1", capacity=1)
+    sipp.ap(CONTROLLER_SCENARIOS / "ap_answer.xml", ap, calls=100, timeout=120)
+    n1, n2 = cluster.start(["n1", "n2"], [ap])
+    a = sipp.caller(CONTROLLER_SCENARIOS / "caller_basic.xml", n1, hold_ms=5000, timeout=60)
+    n1.wait_calls(lambda cs: len(cs) == 1 and cs[0]["state"] == "talking", 15, "A talking")
+    b = sipp.caller(CONTROLLER_SCENARIOS / "caller_basic.xml", n2, hold_ms=500, timeout=60)
+    n1.wait_calls(lambda cs: len(cs) == 2 and any(c["state"] == "queued" for c in cs), 15, "B waiting")
+    c = sipp.caller(CONTROLLER_SCENARIOS / "caller_basic.xml", n1, hold_ms=500, timeout=60)
+    n1.wait_calls(lambda cs: len(cs) == 3 and sum(c["state"] == "queued" for c in cs) == 2, 15, "B and C waiting")
+    for caller in (a, b, c):
+        assert caller.wait(60) == 0, caller.summary()
+    rows = n1.wait_ended(3, timeout=30)
+    first, second, third = sorted(rows, key=lambda r: r["created_at"])
+    assert (first["owner_node"], second["owner_node"], third["owner_node"]) == ("n1", "n2", "n1")
+    assert first["answered_at"] < second["answered_at"] < third["answered_at"], \
+        "the older waiting call (on the other node) was not answered first"

@@ -5,22 +5,14 @@ import queue
 from typing import Any
 
 import pytest
-from sqlalchemy.pool import NullPool
 
 from ng911.cluster.seats import SeatKeeper
-from ng911.store.db import engine_for
+from ng911.store.db import dbapi_connect, engine_for
 from tests.integration.controller.conftest import db_url, pg_server  # noqa: F401  (fixtures)
 
 
 def _connector(url: str) -> Any:
-    engine = engine_for(url, poolclass=NullPool)
-
-    def connect() -> Any:
-        conn = engine.raw_connection()
-        conn.driver_connection.autocommit = True
-        return conn
-
-    return connect
+    return lambda: dbapi_connect(url)
 
 
 class Node:
@@ -96,3 +88,37 @@ def test_without_the_database_a_node_decides_alone(nodes):
     a = nodes(refused)
     assert a.reserve("c1", "ap1") and a.reserve("c2", "ap1")  # never refused for want of a database
     assert a.keeper.alone == 2
+
+
+def test_a_younger_call_gives_way_to_an_older_one_waiting_elsewhere_but_not_forever(nodes, db_url, monkeypatch):  # noqa: F811
+    import time
+
+    import sqlalchemy as sa
+
+    from ng911.cluster import seats
+    from ng911.store import models
+    from ng911.store.db import migrate
+
+    migrate(db_url)
+    engine = engine_for(db_url)
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(sa.insert(models.nodes).values(name="n2", epoch=1, started_at=now, heartbeat_at=now,
+                                                    lease_expires_at=now + 60))
+        conn.execute(sa.insert(models.calls).values(
+            call_id="older", sip_call_id="x", kind="emergency", state="queued", caller="sip:a@127.0.0.1",
+            request_uri="urn:service:sos", queue="main", additional_data=[], headers={}, created_at=now - 10,
+            updated_at=now, owner_node="n2", owner_epoch=1))
+    engine.dispose()
+    monkeypatch.setattr(seats, "YIELD_FOR", 0.3)
+    a = nodes()
+    a.keeper.node = "n1"
+    answers: queue.Queue[bool] = queue.Queue()
+    a.keeper.reserve("younger", "ap1", 1, answers.put, queue="main", created=now)
+    assert answers.get(timeout=10) is False  # the older call on n2 goes first
+    a.keeper.reserve("other-queue", "ap1", 1, answers.put, queue="side", created=now)
+    assert answers.get(timeout=10) is True  # another queue: no one to give way to
+    a.keeper.free("other-queue", "ap1")
+    time.sleep(0.4)
+    a.keeper.reserve("younger", "ap1", 1, answers.put, queue="main", created=now)
+    assert answers.get(timeout=10) is True  # it gave way long enough: never starved
