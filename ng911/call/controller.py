@@ -23,7 +23,7 @@ from ng911.routing.pool import AnswerPoint, Pool
 from ng911.sip.headers import parse_name_addr, printable_display_name
 from ng911.sip.message import Request, Response
 from ng911.sip.timerwheel import TimerHandle
-from ng911.sip.ua import Session, UaHandler, UserAgent, flow_from_dict, flow_to_dict
+from ng911.sip.ua import Session, UaHandler, UserAgent, flow_from_dict
 
 log = logging.getLogger("ng911.controller")
 

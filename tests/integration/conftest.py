@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import re
 import secrets
 import shutil
@@ -65,18 +66,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 _handed_out: set[int] = set()
 
 
+#: where free_port looks: below Linux's ephemeral range (32768-60999), so that a port handed out
+#: here is not taken meanwhile by the source port of some outgoing connection (a node's
+#: PostgreSQL sessions, a TCP leg) before the process meant to bind it does
+PORT_RANGE = (20000, 32767)
+
+
 def free_port() -> int:
     """A port free for UDP and TCP on 127.0.0.1 right now, never handed out twice a session."""
-    for _ in range(200):
+    for _ in range(500):
+        port = random.randint(*PORT_RANGE)
+        if port in _handed_out:
+            continue
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            tcp.bind((HOST, 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind((HOST, port))
-            except OSError:
-                continue
+            tcp.bind((HOST, port))
+            udp.bind((HOST, port))
+        except OSError:
+            continue
         finally:
             tcp.close()
             udp.close()
