@@ -932,16 +932,9 @@ class Call:
         on the PSAP side, an operator, a bounded give-up rule): `state.BYE_CALLER_ALLOWED`."""
         if self.ended:
             return
-        previous, self.state = self.state, ENDED
-        self.c.observer.state_changed(self, previous, ENDED)
-        self._cancel_wait()
-        self._stop_probe()
-        self._stop_keepalive()
-        self._relay = None
+        attempt = self._halt()
         self.c.queue_wait_ended(self)
-        attempt, self.attempt = self.attempt, None
         if attempt is not None:
-            self._drop_attempt(attempt)
             if attempt.leg.state == "confirmed":
                 # A move's new leg, answered, waiting for the caller's answer to ACK with.
                 _ack_and_bye(attempt.leg, attempt.leg.remote_sdp)
@@ -964,13 +957,9 @@ class Call:
         self.event("ended", reason=reason.value, outcome=outcome, detail=detail, state=ENDED.value)
         self.c.call_ended(self, outcome, reason.value)
 
-    def detach(self, why: str) -> None:
-        """Fenced: another node owns this call now (DESIGN "Cluster": fencing is total). Stop
-        at once and send nothing more on it: every timer cancelled, every leg forgotten (no
-        BYE, no CANCEL; the UA core stops their retransmissions and refreshes), the position
-        freed here (its new owner counts it). Nothing is written: the row is not ours."""
-        if self.ended:
-            return
+    def _halt(self) -> Attempt | None:
+        """The call stops here (ended, or fenced): state ENDED, every timer and wait cancelled,
+        the attempt in progress dropped (its position freed) and returned to be settled."""
         previous, self.state = self.state, ENDED
         self.c.observer.state_changed(self, previous, ENDED)
         self._cancel_wait()
@@ -980,6 +969,16 @@ class Call:
         attempt, self.attempt = self.attempt, None
         if attempt is not None:
             self._drop_attempt(attempt)
+        return attempt
+
+    def detach(self, why: str) -> None:
+        """Fenced: another node owns this call now (DESIGN "Cluster": fencing is total). Stop
+        at once and send nothing more on it: every timer cancelled, every leg forgotten (no
+        BYE, no CANCEL; the UA core stops their retransmissions and refreshes), the position
+        freed here (its new owner counts it). Nothing is written: the row is not ours."""
+        if self.ended:
+            return
+        attempt = self._halt()
         if self.psap_ap is not None and self.psap_ap.name in self.c.pool.aps:
             self._free(self.psap_ap)
         for leg in [self.upstream, self.psap] + ([attempt.leg] if attempt is not None else []):

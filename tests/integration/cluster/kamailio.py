@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tests.integration.conftest import free_port
+from tests.integration.controller.conftest import stop_process
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[3]
@@ -156,22 +156,8 @@ class Kamailio:
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM (Kamailio stops its children), then SIGKILL after ``grace`` s; always reaped."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            try:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=grace)
-            except ProcessLookupError:
-                pass
-        if proc is not None:
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=grace)
+        if self.proc is not None:
+            stop_process(self.proc, grace)
         if self._log is not None:
             self._log.close()
             self._log = None
