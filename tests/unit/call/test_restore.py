@@ -140,3 +140,26 @@ def test_cseqs_used_by_probes_are_saved_before_they_outrun_the_gap() -> None:
     h.run(0.1)
     call = next(iter(h.controller.calls.values()))
     assert h.row()["legs"]["psap"]["dialog"]["local_seq"] == call.psap.dialog.local_seq >= stored + 3
+
+
+def test_a_call_lost_to_another_node_is_never_spoken_for_again() -> None:
+    """Fencing is total: once this node learns another owns the call, no request leaves it for
+    that call — no BYE, no CANCEL, no probe, no refresh, no retransmission (what a peer still
+    asks it gets an answer: here the position, left without refreshes, ends its session)."""
+    h = PsapHarness(failover=FailoverSpec(in_dialog_options_interval=1.0))
+    call = h.place_call(offer=CALLER_OFFER)
+    h.run(2.0)
+    (call_id,) = list(h.controller.calls)
+    ap_leg = h.controller.calls[call_id].psap
+    sip_ids = {call.call_id, ap_leg.call_id}
+    lost: list[list[str]] = []
+    h.controller.on_call_lost = lost.append
+    before = len(h.net.packets)
+    assert h.controller.forget_call(call_id, "claimed by another node")
+    h.run(120.0)  # probes, session refreshes, keep-alives would all have fired by now
+    sent = [p for p in h.net.packets[before:] if p.src_name == "ctl" and p.is_request
+            and p.message.call_id in sip_ids]
+    assert sent == []
+    assert sorted(lost[0]) == sorted(sip_ids)  # the gate is told which Call-IDs to drop
+    assert h.controller.calls == {} and h.controller.pool.aps["ap1"].active == 0
+    assert call.state == "confirmed"  # the caller was told nothing: its call goes on elsewhere
