@@ -172,10 +172,11 @@ def test_a_call_placed_right_after_a_node_dies_is_answered_by_the_survivor(
     started = time.monotonic()
     caller = run_caller(sipps, kam, transport=transport, calls=4)
     first_answer = caller.messages()
-    # Every call was answered by the survivor; at least one INVITE met the dead node first (round
-    # robin alternates) and was moved on.
+    # Every call was answered by the survivor. Usually an INVITE meets the dead node first (round
+    # robin alternates) and is moved on by failure_route; on a loaded machine the probes may have
+    # marked the node inactive before the first of these calls (over TCP a probe is refused at
+    # once), so how many were moved on is reported, not asserted.
     assert len(invites(n1)) == before + 4, caller.summary()
-    assert failovers(kam) >= 1, kam.log_text()[-4000:]
 
     # The dead node is out of the rotation (marked by the failed branch, kept out by the probes).
     dead = node_uri(p2, transport)
