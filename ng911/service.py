@@ -113,8 +113,9 @@ class Service:
         self._sample()
 
     def _sample(self) -> None:
-        self.controller.save_advanced_cseqs(CSEQ_GAP // 4)
         if self.member is not None:
+            # (only a node taking the call over reads the stored CSeq)
+            self.controller.save_advanced_cseqs(CSEQ_GAP // 4)
             self.member.sample()
         store, metrics = self.store, self.metrics
         metrics.store_queue_depth.set(store.queue_depth)

@@ -44,7 +44,7 @@ from ng911.routing.pool import AnswerPoint
 from ng911.sip.headers import quote_string
 from ng911.sip.message import Headers, Request, Response
 from ng911.sip.timerwheel import TimerHandle
-from ng911.sip.ua import Session, failure_cause, parse_stored_invite
+from ng911.sip.ua import Session, failure_cause
 from ng911.sip.uri import parse_uri
 
 if TYPE_CHECKING:
@@ -126,20 +126,20 @@ class Call:
 
     # --- rebuilt from the store (a node taking a call over) ---------------------------------
     @classmethod
-    def restore(cls, port: CallPort, row: dict[str, Any], *, upstream: Session, psap: Session) -> Call:
+    def restore(cls, port: CallPort, row: dict[str, Any], *, upstream: Session, psap: Session,
+                request: Request | None = None, forward_headers: list[tuple[str, str]] = ()) -> Call:  # type: ignore[assignment]
         """The call of a stored ``row`` (``calls`` + its ``legs``), around two adopted
         sessions (`UserAgent.adopt`): a TALKING call (a call not answered yet is rebuilt by
         `restore_unanswered`; a MOVING one is restored as TALKING by the controller). The
-        caller's INVITE is the stored one (its body and NG9-1-1 headers travel on later moves);
-        rows written before it was stored give identity and ids only."""
+        caller's INVITE is ``request``, the stored one (its body and the NG9-1-1
+        ``forward_headers`` travel on later moves); rows written before it was stored give
+        identity and ids only."""
         state = CallState(row["state"])
         if state is not TALKING:
             raise ValueError(f"a call in state {state.value} cannot be restored yet")
-        stored = row.get("upstream_invite")
-        request = parse_stored_invite(stored) if stored else _invite_of_row(row, upstream)
-        content = {k: row.get(k) for k in ("nena_call_id", "nena_incident_id", "location", "additional_data", "headers")}
-        call = cls(port, upstream, request, call_id=row["call_id"], kind=row["kind"], queue=row["queue"],
-                   content=content, forward_headers=[])
+        call = cls(port, upstream, request or _invite_of_row(row, upstream), call_id=row["call_id"],
+                   kind=row["kind"], queue=row["queue"], content=_content_of_row(row),
+                   forward_headers=list(forward_headers))
         call.state = TALKING
         call.stored = True
         call.created, call.answered_at = row["created_at"], row.get("answered_at")
@@ -166,9 +166,8 @@ class Call:
         state = CallState(row["state"])
         if state not in UNANSWERED:
             raise ValueError(f"a call in state {state.value} is not unanswered")
-        content = {k: row.get(k) for k in ("nena_call_id", "nena_incident_id", "location", "additional_data", "headers")}
         call = cls(port, upstream, upstream.invite, call_id=row["call_id"], kind=row["kind"], queue=row["queue"],
-                   content=content, forward_headers=forward_headers)
+                   content=_content_of_row(row), forward_headers=forward_headers)
         call.state = state
         call.stored = True
         call.created = row["created_at"]
@@ -263,9 +262,7 @@ class Call:
 
     def hunt(self) -> None:
         """Try the next free answer point; when none is left, wait and try again."""
-        if self.ended or self.attempt is not None or self._reserving:
-            return
-        if self.state == TALKING and self.transfer is None:
+        if self._reserving or not self._wants_a_position():
             return
         self._cancel_wait()
         queue = self.transfer["queue"] if self.transfer and self.transfer.get("queue") else self.queue
@@ -302,6 +299,10 @@ class Call:
         self._retry = self.c.call_at(self.c.now() + self.backoff, lambda at: self._wake())
         self._unwait = self.c.pool.wait(self._wake)
 
+    def _wants_a_position(self) -> bool:
+        """Live, no offer in progress, and not talking (unless a transfer looks for a target)."""
+        return not self.ended and self.attempt is None and not (self.state == TALKING and self.transfer is None)
+
     def _reserve_and_invite(self, ap: AnswerPoint) -> None:
         """Take a seat at ``ap`` (its capacity is counted cluster-wide), then offer it the call;
         a position whose every seat another node holds is skipped until the next round."""
@@ -309,7 +310,7 @@ class Call:
 
         def reserved(ok: bool) -> None:
             self._reserving = False
-            wanted = not self.ended and self.attempt is None and not (self.state == TALKING and self.transfer is None)
+            wanted = self._wants_a_position()
             if ok and wanted:
                 self._invite(ap, ap.spec.uri)
                 return
@@ -1076,6 +1077,11 @@ def _versioned_always(desc: bytes) -> bytes:
         return parsed.with_origin(parsed.origin.next_version()).to_bytes()
     except (sdplib.SdpParseError, ValueError, AttributeError):
         return desc
+
+
+def _content_of_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A call's NG9-1-1 content as its stored row holds it."""
+    return {k: row.get(k) for k in ("nena_call_id", "nena_incident_id", "location", "additional_data", "headers")}
 
 
 def _invite_of_row(row: dict[str, Any], upstream: Session) -> Request:

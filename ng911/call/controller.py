@@ -23,7 +23,7 @@ from ng911.routing.pool import AnswerPoint, Pool
 from ng911.sip.headers import parse_name_addr, printable_display_name
 from ng911.sip.message import Request, Response
 from ng911.sip.timerwheel import TimerHandle
-from ng911.sip.ua import Session, UaHandler, UserAgent, flow_from_dict
+from ng911.sip.ua import Session, UaHandler, UserAgent, flow_from_dict, parse_stored_invite
 
 log = logging.getLogger("ng911.controller")
 
@@ -384,12 +384,11 @@ class Controller(UaHandler):
         upstream = self.ua.adopt(up["dialog"], local_sdp=up["local_sdp"], remote_sdp=up["remote_sdp"])
         psap = self.ua.adopt(ap["dialog"], local_sdp=ap["local_sdp"], remote_sdp=ap["remote_sdp"],
                              session_interval=self.routing.failover.session_expires)
-        call = Call.restore(self.call_port, row, upstream=upstream, psap=psap)
-        if row.get("upstream_invite"):
-            call.forward_headers = headers_to_forward(call.request)
-        upstream.refresh_failures_tolerated = UPSTREAM_REFRESH_FAILURES_TOLERATED
-        self.calls[call.call_id] = call
-        self.observer.restored(call)
+        stored = row.get("upstream_invite")
+        request = parse_stored_invite(stored) if stored else None
+        call = Call.restore(self.call_port, row, upstream=upstream, psap=psap, request=request,
+                            forward_headers=headers_to_forward(request) if request is not None else [])
+        self._adopted(call)
         call.resume(taken_from=taken_from)
         # the CSeqs this node uses now (past the gap) are stored at once: a node that takes the
         # call from this one in turn must jump past them, not past the dead node's
@@ -405,11 +404,16 @@ class Controller(UaHandler):
         upstream = self.ua.adopt_invite(raw, source=flow_from_dict(flow), local_tag=flow.get("local_tag"))
         call = Call.restore_unanswered(self.call_port, row, upstream=upstream,
                                        forward_headers=headers_to_forward(upstream.invite))
-        upstream.refresh_failures_tolerated = UPSTREAM_REFRESH_FAILURES_TOLERATED
-        self.calls[call.call_id] = call
-        self.observer.restored(call)
+        self._adopted(call)
         call.resume_hunt(taken_from=taken_from)
         return call
+
+    def _adopted(self, call: Call) -> None:
+        """A call rebuilt here from the store is this node's now; its caller's leg tolerates
+        refresh failures as on admission."""
+        call.upstream.refresh_failures_tolerated = UPSTREAM_REFRESH_FAILURES_TOLERATED
+        self.calls[call.call_id] = call
+        self.observer.restored(call)
 
     # --- operator / drill -----------------------------------------------------------------
     #: what an operator may ask of a call, from any node (ng911.cluster.commands)

@@ -33,6 +33,18 @@ class Beat:
     commands: list[dict[str, Any]] = field(default_factory=list)  # operator commands taken (cluster.commands)
 
 
+def _lease_expired() -> sa.ColumnElement[bool]:
+    """A node's lease ran out, by the database's clock (no lease: not a cluster member)."""
+    n = m.nodes.c
+    return sa.case((n.lease_expires_at.is_(None), False), else_=n.lease_expires_at < sa.func.now())
+
+
+def _lease_released() -> sa.ColumnElement[bool]:
+    """A node gave its lease back on purpose (it ends at its last heartbeat: ``release``)."""
+    n = m.nodes.c
+    return sa.case((n.lease_expires_at.is_(None), False), else_=n.lease_expires_at <= n.heartbeat_at)
+
+
 def heartbeat(conn: Connection, node: str, epoch: int, lease: float, sip_uri: str | None) -> Beat | None:
     """Renew this node's lease; None when (node, epoch) is no longer the node's row (another
     process registered under the same name since: this one must stop)."""
@@ -46,9 +58,7 @@ def heartbeat(conn: Connection, node: str, epoch: int, lease: float, sip_uri: st
         return None
     rows = conn.execute(sa.select(
         n.name, n.epoch, n.heartbeat_at, n.lease_expires_at, n.sip_uri,
-        sa.case((n.lease_expires_at.is_(None), False), else_=n.lease_expires_at < now).label("lease_expired"),
-        sa.case((n.lease_expires_at.is_(None), False),
-                else_=n.lease_expires_at <= n.heartbeat_at).label("lease_released")))
+        _lease_expired().label("lease_expired"), _lease_released().label("lease_released")))
     nodes = [dict(r._mapping) for r in rows]
     live = conn.execute(
         sa.select(c.owner_node, c.owner_epoch, sa.func.count())
@@ -101,9 +111,7 @@ def claim(conn: Connection, me: str, my_epoch: int, dead: Dead, limit: int) -> l
         return []
     row = conn.execute(
         sa.select(n.epoch, n.heartbeat_at,
-                  sa.case((n.lease_expires_at.is_(None), False),
-                          else_=sa.or_(n.lease_expires_at < sa.func.now(),
-                                       n.lease_expires_at <= n.heartbeat_at)).label("expired"))
+                  sa.or_(_lease_expired(), _lease_released()).label("expired"))
         .where(n.name == dead.name).with_for_update()).first()
     if row is not None and int(row.epoch) == dead.epoch:
         if not row.expired or row.heartbeat_at != dead.heartbeat_at:
