@@ -8,6 +8,7 @@ work directory of its own, and waits until all of them serve. Built on the contr
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -46,6 +47,11 @@ class ClusterNode(Node):
         at = time.time()
         os.kill(self.proc.pid, signal.SIGCONT)
         return at
+
+    def wait_talking(self, n: int = 1, timeout: float = 20.0) -> list[dict]:
+        """Wait until the database holds exactly ``n`` calls, all talking; those rows."""
+        return self.wait_calls(lambda calls: len(calls) == n and all(c["state"] == "talking" for c in calls),
+                               timeout, f"{n} talking call(s)")
 
     def owned(self) -> list[str]:
         """Live calls owned by this node (any epoch), from the database."""
@@ -113,6 +119,13 @@ def cluster(tmp_path: Path, db_url: str) -> Iterator[ClusterFactory]:  # noqa: F
         yield factory
     finally:
         factory.close()
+
+
+def contact_port(msg: Any) -> int:
+    """The port of the Contact of a SIP message SIPp logged (a node's port tells which node)."""
+    m = re.search(r"<sip:[^@>]*@?[0-9.]+:(\d+)", msg.header("Contact") or "")
+    assert m, msg.head
+    return int(m.group(1))
 
 
 def sipp_caller(sipp: Any, scenario: str | Path, sip_port: int, *, calls: int = 1, hold_ms: int = 500,

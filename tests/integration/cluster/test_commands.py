@@ -186,18 +186,13 @@ def ng911_call(node, action: str, call_id: str, *args: str, timeout: float = 30)
                           env=node.env, capture_output=True, text=True, timeout=timeout, cwd=node.workdir)
 
 
-def _talking(node, n: int = 1) -> list[dict]:
-    return node.wait_calls(lambda calls: len(calls) == n and all(c["state"] == "talking" for c in calls),
-                           20, f"{n} talking call(s)")
-
-
 def test_release_from_another_nodes_config_ends_the_call_with_a_bye_to_the_caller(cluster, sipp):
     ap = Ap("ap1")
     ap_proc = sipp_ap(sipp, "tk_ap.xml", ap)
     n1, n2 = cluster.start(["n1", "n2"], [ap])
     # answers re-INVITEs 503, takes a BYE with 200; hangs up itself only after 15 s of silence
     caller = sipp.caller(CONTROLLER_SCENARIOS / "nd_caller_refuses_reinvites.xml", n1, timeout=60)
-    (call,) = _talking(n1)
+    (call,) = n1.wait_talking()
     assert call["owner_node"] == "n1"
 
     issued = time.time()
@@ -234,7 +229,7 @@ def test_move_from_another_nodes_config_moves_the_call_to_the_other_position(clu
     ap2_proc = sipp_ap(sipp, "tk_ap.xml", ap2)
     n1, n2 = cluster.start(["n1", "n2"], [ap1, ap2])
     caller = sipp_caller(sipp, "tk_caller_moves.xml", n1.sip_port, timeout=90)
-    (call,) = _talking(n1)
+    (call,) = n1.wait_talking()
     first_ap = call["answer_point"]
     assert call["owner_node"] == "n1" and first_ap in ("ap1", "ap2")
 
@@ -275,7 +270,7 @@ def test_cli_exits_4_when_the_owner_does_not_run_it_in_time(cluster, sipp):
     ap_proc = sipp_ap(sipp, "tk_ap.xml", ap)
     n1, n2 = cluster.start(["n1", "n2"], [ap], lease=30.0)  # a long lease: no takeover in this test
     caller = sipp.caller(CONTROLLER_SCENARIOS / "nd_caller_refuses_reinvites.xml", n1, timeout=60)
-    (call,) = _talking(n1)
+    (call,) = n1.wait_talking()
     n1.pause()  # alive by its lease, beating no more
     try:
         res = ng911_call(n2, "release", call["call_id"], "--timeout", "1")

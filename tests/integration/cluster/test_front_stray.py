@@ -24,7 +24,7 @@ def test_a_request_to_a_dead_node_gets_retry_after_and_the_call_carries_on(
     nodes = cluster.start(["n1", "n2"], [ap], lease=8.0)  # a long lease: the INFO comes before the takeover
     kam = kamailio_factory([(HOST, n.sip_port) for n in nodes])
     caller = sipp_caller(sipp, "tk_front_caller_stray.xml", kam.port, hold_ms=500, transport=transport)
-    calls = nodes[0].wait_calls(lambda cs: len(cs) == 1 and cs[0]["state"] == "talking", 20, "a talking call")
+    calls = nodes[0].wait_talking()
     by_name = {n.name: n for n in nodes}
     dead = by_name[calls[0]["owner_node"]]
     (survivor,) = [n for n in nodes if n is not dead]

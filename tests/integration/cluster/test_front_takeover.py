@@ -37,7 +37,7 @@ from tests.integration.cluster.kamailio import HOST, Kamailio
 from tests.integration.cluster.nodes import (  # noqa: F401  (fixtures)
     Ap, ClusterNode, cluster, db_url, pg_server, sipp, sipp_ap, sipp_caller,
 )
-from tests.integration.cluster.nodes import SCENARIOS
+from tests.integration.cluster.nodes import SCENARIOS, contact_port
 from tests.integration.conftest import wait_until
 from tests.integration.controller.conftest import SipMsg, sdp_origin
 
@@ -48,12 +48,6 @@ CONTROLLER_SCENARIOS = SCENARIOS.parent.parent / "controller" / "scenarios"
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def _contact_port(msg: SipMsg) -> int:
-    m = re.search(r"<sip:[^@>]*@?[0-9.]+:(\d+)", msg.header("Contact") or "")
-    assert m, msg.head
-    return int(m.group(1))
 
 
 def _vias(msg: SipMsg) -> list[str]:
@@ -117,7 +111,7 @@ def test_talking_call_behind_the_front_survives_kill9_of_its_node(
     kam = _front(kamailio_factory, nodes)
     caller = sipp_caller(sipp, "front_caller.xml", kam.port, hold_ms=1000, transport=transport)
 
-    calls = nodes[0].wait_calls(lambda cs: len(cs) == 1 and cs[0]["state"] == "talking", 20, "a talking call")
+    calls = nodes[0].wait_talking()
     dead, survivor = _owner(nodes, calls[0])
     killed = dead.kill9()
 
@@ -127,13 +121,13 @@ def test_talking_call_behind_the_front_survives_kill9_of_its_node(
 
     # the first answer came through the front (its Record-Route), from the node that died
     [ok] = _answered_by(caller)
-    assert _contact_port(ok) == dead.sip_port
+    assert contact_port(ok) == dead.sip_port
     assert any(f"{HOST}:{kam.port};" in rr for rr in _record_routes(ok)), ok.head
     # the caller: one re-INVITE, relayed by the front, with the survivor's Contact; never a BYE
     reinvites = caller.received("INVITE")
     assert len(reinvites) == 1, _evidence(caller, [ap_proc], kam, nodes)
     [reinvite] = reinvites
-    assert _contact_port(reinvite) == survivor.sip_port, reinvite.head
+    assert contact_port(reinvite) == survivor.sip_port, reinvite.head
     # relayed by the front: its Via on top, the survivor's under it
     assert _top_via_is(reinvite, kam.port), f"the re-INVITE did not come through the front:\n{reinvite.head}"
     assert len(_vias(reinvite)) == 2 and f"{HOST}:{survivor.sip_port};" in _vias(reinvite)[1], reinvite.head
@@ -149,7 +143,7 @@ def test_talking_call_behind_the_front_survives_kill9_of_its_node(
 
     # the position: refreshed by the survivor, then BYEd by it when the caller hung up
     ap_reinvites = [m for m in ap_proc.received("INVITE") if "tag=" in (m.header("To") or "")]
-    assert len(ap_reinvites) == 1 and _contact_port(ap_reinvites[0]) == survivor.sip_port
+    assert len(ap_reinvites) == 1 and contact_port(ap_reinvites[0]) == survivor.sip_port
     [ap_bye] = ap_proc.received("BYE")
     assert _top_via_is(ap_bye, survivor.sip_port), ap_bye.head
     # the record: the survivor owns and ended it, the caller's hang-up
@@ -185,7 +179,7 @@ def test_ringing_call_behind_the_front_is_answered_by_the_survivor_on_the_origin
     assert ap_proc.wait(30) == 97, evidence()
 
     [ok] = _answered_by(caller)
-    assert _contact_port(ok) == survivor.sip_port, ok.head
+    assert contact_port(ok) == survivor.sip_port, ok.head
     # one early dialog: the survivor answers with the To-tag the dead node gave, on the caller's
     # own Via only — the front consumed its Via: the 200 came through it, not straight from the node
     assert ok.header("To") == first_180.header("To"), (ok.head, first_180.head)
@@ -198,7 +192,7 @@ def test_ringing_call_behind_the_front_is_answered_by_the_survivor_on_the_origin
     assert _routes(bye) and all(f"{HOST}:{kam.port};" in r for r in _routes(bye)), bye.head
     assert _in_dialog_byes_relayed(kam, survivor.sip_port), kam.log_text()[-3000:]
     rung = [m for m in caller.received(None, requests=False) if m.status == 180 and m.at > killed
-            and _contact_port(m) == survivor.sip_port]
+            and contact_port(m) == survivor.sip_port]
     print(f"\n[front {transport}] kill -9 of a ringing call's node {dead.name} → {survivor.name}'s 180 through the front: "
           f"{(rung[0].at - killed) if rung else float('nan'):.2f} s, its 200 (after a new hunt): {ok.at - killed:.2f} s")
 
@@ -239,7 +233,7 @@ def test_call_on_hold_behind_the_front_stays_on_hold_when_taken_over(
     def evidence() -> str:
         return _evidence(caller, [ap_proc], kam, nodes)
 
-    calls = nodes[0].wait_calls(lambda cs: len(cs) == 1 and cs[0]["state"] == "talking", 20, "a talking call")
+    calls = nodes[0].wait_talking()
     dead, survivor = _owner(nodes, calls[0])
     # the hold went through the front: the position was re-INVITEd with the caller's sendonly offer
     wait_until(lambda: any(b"a=sendonly" in (m.sdp() or b"") for m in ap_proc.received("INVITE")), 10,
@@ -257,7 +251,7 @@ def test_call_on_hold_behind_the_front_stays_on_hold_when_taken_over(
     assert f"{HOST}:{dead.sip_port}" in hold.start_line and _routes(hold), hold.head
     # the caller: one re-INVITE from the survivor, relayed by the front
     [reinvite] = caller.received("INVITE")
-    assert _contact_port(reinvite) == survivor.sip_port, reinvite.head
+    assert contact_port(reinvite) == survivor.sip_port, reinvite.head
     assert _top_via_is(reinvite, kam.port) and f"{HOST}:{survivor.sip_port};" in _vias(reinvite)[1], reinvite.head
     # … offering what the caller last accepted (our answer to its hold), version + 1
     [hold_answer] = [m for m in caller.received(None, requests=False)
@@ -268,7 +262,7 @@ def test_call_on_hold_behind_the_front_stays_on_hold_when_taken_over(
     assert [line for line in offer.splitlines() if not line.startswith(b"o=")] == \
         [line for line in last.splitlines() if not line.startswith(b"o=")], (offer, last)
     # the position is still held by the caller's side: the survivor offers it sendonly again
-    from_survivor_ap = [m for m in ap_proc.received("INVITE") if _contact_port(m) == survivor.sip_port]
+    from_survivor_ap = [m for m in ap_proc.received("INVITE") if contact_port(m) == survivor.sip_port]
     assert len(from_survivor_ap) == 1, evidence()
     assert b"a=sendonly" in from_survivor_ap[0].sdp(), from_survivor_ap[0].sdp()
     # the caller's BYE: Route = the front, Request-URI = the survivor's Contact; relayed there
@@ -312,7 +306,7 @@ def test_queued_call_behind_the_front_is_answered_by_the_survivor_when_a_positio
     assert caller.wait(60) == 0, evidence()
     assert ap_proc.wait(30) == 97, evidence()
     [ok] = _answered_by(caller)
-    assert _contact_port(ok) == survivor.sip_port, ok.head
+    assert contact_port(ok) == survivor.sip_port, ok.head
     # on the caller's original INVITE transaction, through the front: its Via consumed, its
     # Record-Route; the To-tag chosen at admission (the one in the dead node's provisionals)
     assert len(_vias(ok)) == 1 and _vias(ok) == _vias(before[0]), (ok.head, before[0].head)
@@ -350,7 +344,7 @@ def test_paused_node_behind_the_front_resumed_stays_silent_on_the_call_taken_fro
     def evidence() -> str:
         return _evidence(caller, [ap_proc], kam, nodes)
 
-    calls = nodes[0].wait_calls(lambda cs: len(cs) == 1 and cs[0]["state"] == "talking", 20, "a talking call")
+    calls = nodes[0].wait_talking()
     paused_node, survivor = _owner(nodes, calls[0])
     # its in-dialog probe of the position runs (one is due every second: overdue when it resumes)
     wait_until(lambda: any(m.method == "OPTIONS" for m in _from_node(ap_proc.received(None), paused_node)), 10,
@@ -358,7 +352,7 @@ def test_paused_node_behind_the_front_resumed_stays_silent_on_the_call_taken_fro
     front_log_at_pause = len(kam.log_text())
     paused = paused_node.pause()
     # the survivor takes the call: the caller's re-INVITE comes from it, through the front
-    wait_until(lambda: any(_contact_port(m) == survivor.sip_port for m in caller.received("INVITE")), 20,
+    wait_until(lambda: any(contact_port(m) == survivor.sip_port for m in caller.received("INVITE")), 20,
                "the caller re-INVITEd by the survivor")
     resumed = paused_node.resume()
     # the paused node runs its overdue timers (probe, refresh), then learns from its heartbeat
@@ -420,9 +414,9 @@ def test_twenty_live_tcp_calls_of_the_dying_node_behind_the_front_are_all_rehome
     # the dead node's calls, each re-INVITEd once by the survivor, through the front; the others not at all
     reinvites = caller.received("INVITE")
     assert len(reinvites) == len(doomed), evidence()
-    assert {_contact_port(m) for m in reinvites} == {survivor.sip_port}
+    assert {contact_port(m) for m in reinvites} == {survivor.sip_port}
     assert all(_top_via_is(m, kam.port) for m in reinvites)
-    answered_by = {m.header("Call-ID"): _contact_port(m) for m in _answered_by(caller)}
+    answered_by = {m.header("Call-ID"): contact_port(m) for m in _answered_by(caller)}
     assert {m.header("Call-ID") for m in reinvites} == \
         {cid for cid, port in answered_by.items() if port == dead.sip_port}
     # every BYE went through the front to the node holding its call now: the survivor

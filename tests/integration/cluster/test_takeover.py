@@ -8,19 +8,9 @@ import time
 from tests.integration.cluster.nodes import (  # noqa: F401  (fixtures)
     Ap, cluster, db_url, pg_server, sipp, sipp_ap, sipp_caller,
 )
-from tests.integration.cluster.nodes import SCENARIOS
+from tests.integration.cluster.nodes import SCENARIOS, contact_port
 from tests.integration.controller.conftest import sdp_origin
 from tests.integration.conftest import wait_until
-
-
-def _contact_port(msg) -> int:
-    contact = msg.header("Contact") or ""
-    return int(contact.split(">")[0].rsplit(":", 1)[1].split(";")[0])
-
-
-def _talking(node, n: int = 1) -> list[dict]:
-    return node.wait_calls(lambda calls: len(calls) == n and all(c["state"] == "talking" for c in calls),
-                           20, f"{n} talking call(s)")
 
 
 def test_established_call_survives_kill9_of_its_node(cluster, sipp):
@@ -28,7 +18,7 @@ def test_established_call_survives_kill9_of_its_node(cluster, sipp):
     ap_proc = sipp_ap(sipp, "tk_ap.xml", ap)
     n1, n2 = cluster.start(["n1", "n2"], [ap], trace=True)
     caller = sipp_caller(sipp, "tk_caller.xml", n1.sip_port, hold_ms=1000)
-    (call,) = _talking(n1)
+    (call,) = n1.wait_talking()
     assert call["owner_node"] == "n1"
     killed = n1.kill9()
 
@@ -36,12 +26,12 @@ def test_established_call_survives_kill9_of_its_node(cluster, sipp):
     assert ap_proc.wait(30) == 97, ap_proc.summary()
     # the caller: one re-INVITE, from the survivor, with its Contact; never a BYE
     reinvites = caller.received("INVITE")
-    assert len(reinvites) == 1 and _contact_port(reinvites[0]) == n2.sip_port
+    assert len(reinvites) == 1 and contact_port(reinvites[0]) == n2.sip_port
     assert caller.received("BYE") == []
     print(f"kill -9 → caller's re-INVITE: {reinvites[0].at - killed:.2f} s")
     # the position: refreshed by the survivor, then BYEd by it when the caller hung up
     ap_reinvites = [m for m in ap_proc.received("INVITE") if m.header("To") and "tag=" in m.header("To")]
-    assert len(ap_reinvites) == 1 and _contact_port(ap_reinvites[0]) == n2.sip_port
+    assert len(ap_reinvites) == 1 and contact_port(ap_reinvites[0]) == n2.sip_port
     assert len(ap_proc.received("BYE")) == 1
     # the record: the survivor owns and ended it, the caller's hang-up, with the takeover in it
     (row,) = n2.wait_ended(1, timeout=15)
@@ -66,10 +56,10 @@ def test_paused_node_resumed_stays_silent_on_the_call_taken_from_it(cluster, sip
     ap_proc = sipp_ap(sipp, "tk_ap.xml", ap)
     n1, n2 = cluster.start(["n1", "n2"], [ap])
     caller = sipp_caller(sipp, "tk_caller.xml", n1.sip_port, hold_ms=8000)
-    (call,) = _talking(n1)
+    (call,) = n1.wait_talking()
     paused = n1.pause()
     # the survivor takes the call: the caller's re-INVITE comes from n2
-    wait_until(lambda: any(_contact_port(m) == n2.sip_port for m in caller.received("INVITE")), 20,
+    wait_until(lambda: any(contact_port(m) == n2.sip_port for m in caller.received("INVITE")), 20,
                "the caller re-INVITEd by the survivor")
     resumed = n1.resume()
     # n1 runs its overdue timers (probe, refresh), then learns from its heartbeat that it lost the call
@@ -108,7 +98,7 @@ def test_ringing_call_is_answered_by_the_survivor_on_the_callers_original_invite
     assert caller.wait(60) == 0, caller.summary()
     assert ap_proc.wait(30) == 97, ap_proc.summary()
     [ok] = _answered_by(caller)
-    assert _contact_port(ok) == n2.sip_port
+    assert contact_port(ok) == n2.sip_port
     # one early dialog: the survivor answers with the To-tag the dead node gave, on the same Vias
     assert ok.header("To") == first_180.header("To")
     assert ok.header_all("Via") == first_180.header_all("Via")
@@ -132,7 +122,7 @@ def test_queued_call_is_taken_over_and_answered_when_a_position_comes_up(cluster
     assert caller.wait(60) == 0, caller.summary()
     assert ap_proc.wait(30) == 97, ap_proc.summary()
     [ok] = _answered_by(caller)
-    assert _contact_port(ok) == n2.sip_port
+    assert contact_port(ok) == n2.sip_port
     assert caller.received("BYE") == []
     (row,) = n2.wait_ended(1, timeout=15)
     assert (row["owner_node"], row["answer_point"], row["end_reason"]) == ("n2", "ap1", "caller_hangup")
@@ -152,13 +142,13 @@ def test_fifty_live_calls_on_the_dying_node_are_all_rehomed(cluster, sipp):
     n1, n2 = cluster.start(["n1", "n2"], [ap])
     caller = sipp_caller(sipp, "tk_caller.xml", n1.sip_port, calls=count, hold_ms=3000, timeout=120,
                          extra=["-l", str(count), "-r", "20"])
-    _talking(n1, count)
+    n1.wait_talking(count)
     killed = n1.kill9()
 
     assert caller.wait(120) == 0, caller.summary()
     assert ap_proc.wait(60) == 97, ap_proc.summary()
     reinvites = caller.received("INVITE")
-    assert len(reinvites) == count and {_contact_port(m) for m in reinvites} == {n2.sip_port}
+    assert len(reinvites) == count and {contact_port(m) for m in reinvites} == {n2.sip_port}
     assert caller.received("BYE") == []
     rows = n2.wait_ended(count, timeout=30)
     assert {(r["owner_node"], r["end_reason"]) for r in rows} == {("n2", "caller_hangup")}
@@ -221,7 +211,7 @@ def test_call_on_hold_stays_on_hold_when_taken_over(cluster, sipp):
     ap_proc = sipp_ap(sipp, "tk_ap.xml", ap)
     n1, n2 = cluster.start(["n1", "n2"], [ap])
     caller = sipp_caller(sipp, "tk_caller_hold.xml", n1.sip_port, hold_ms=1000)
-    (call,) = _talking(n1)
+    (call,) = n1.wait_talking()
     # the hold went through: the position was re-INVITEd with the caller's sendonly offer
     wait_until(lambda: any(b"a=sendonly" in (m.sdp() or b"") for m in ap_proc.received("INVITE")), 10,
                "the hold reaching the position")
@@ -231,8 +221,8 @@ def test_call_on_hold_stays_on_hold_when_taken_over(cluster, sipp):
     assert caller.wait(60) == 0, caller.summary()
     assert ap_proc.wait(30) == 97, ap_proc.summary()
     assert caller.received("BYE") == []
-    from_n2_caller = [m for m in caller.received("INVITE") if _contact_port(m) == n2.sip_port]
-    from_n2_ap = [m for m in ap_proc.received("INVITE") if _contact_port(m) == n2.sip_port]
+    from_n2_caller = [m for m in caller.received("INVITE") if contact_port(m) == n2.sip_port]
+    from_n2_ap = [m for m in ap_proc.received("INVITE") if contact_port(m) == n2.sip_port]
     assert len(from_n2_caller) == 1 and len(from_n2_ap) == 1
     # the position is still held by the caller's side: the survivor offers it sendonly again
     assert b"a=sendonly" in from_n2_ap[0].sdp()
@@ -255,7 +245,7 @@ def test_call_mid_move_when_its_node_dies_is_moved_by_the_survivor(cluster, sipp
     ap2_proc = sipp_ap(sipp, "tk_ap_slow.xml", ap2, timeout=90)  # rings 3 s: the move takes that long
     n1, n2 = cluster.start(["n1", "n2"], [ap1, ap2])
     caller = sipp_caller(sipp, "tk_caller_moves.xml", n1.sip_port, timeout=90)
-    _talking(n1)
+    n1.wait_talking()
     ap1_proc.kill9()  # the position dies: n1 starts moving the call to ap2, which rings...
     n1.wait_calls(lambda calls: calls[0]["state"] == "moving", 15, "the call moving")
     killed = n1.kill9()  # ...and n1 dies mid-move
@@ -264,7 +254,7 @@ def test_call_mid_move_when_its_node_dies_is_moved_by_the_survivor(cluster, sipp
     assert ap2_proc.wait(30) == 97, ap2_proc.summary()
     assert caller.received("BYE") == []
     late = [m for m in caller.received("INVITE") if m.at > killed]
-    assert late and {_contact_port(m) for m in late} == {n2.sip_port}
+    assert late and {contact_port(m) for m in late} == {n2.sip_port}
     # the caller ends up with ap2's media (under the session identity it always had from us)
     ap2_media = {line for m in ap2_proc.sent(None, requests=False) for line in (m.sdp() or b"").splitlines()
                  if line.startswith(b"m=audio")}
@@ -280,13 +270,13 @@ def test_node_stopped_on_purpose_hands_its_calls_over_at_once(cluster, sipp):
     ap_proc = sipp_ap(sipp, "tk_ap.xml", ap)
     n1, n2 = cluster.start(["n1", "n2"], [ap], lease=5.0)  # a long lease: only the hand-over is quick
     caller = sipp_caller(sipp, "tk_caller.xml", n1.sip_port, hold_ms=1000)
-    _talking(n1)
+    n1.wait_talking()
     stopped = time.time()
     assert n1.stop() == 0  # SIGTERM: a rolling restart, say
     assert caller.wait(60) == 0, caller.summary()
     assert ap_proc.wait(30) == 97, ap_proc.summary()
     [reinvite] = caller.received("INVITE")
-    assert _contact_port(reinvite) == n2.sip_port and caller.received("BYE") == []
+    assert contact_port(reinvite) == n2.sip_port and caller.received("BYE") == []
     print(f"SIGTERM → caller's re-INVITE from the survivor: {reinvite.at - stopped:.2f} s (lease 5 s)")
     # n1 gave its lease back on the way out (so nobody waited for it to expire)
     assert "lease given back (done)" in n1.stderr_path.read_text()
