@@ -85,25 +85,26 @@ class SeatKeeper:
                 self.holders.discard(holder)
             done(ok)
 
-        self._submit(self._take, holder, capacity, False, queue, created, finish)
+        self._submit(finish, self._take, holder, capacity, False, queue, created)
 
     def held(self, call_id: str, ap: str, capacity: int) -> None:
         holder = (call_id, ap)
         if holder not in self.holders:
             self.holders.add(holder)
-            self._submit(self._take, holder, capacity, True, None, None, None)
+            self._submit(None, self._take, holder, capacity, True)
 
     def free(self, call_id: str, ap: str) -> None:
         holder = (call_id, ap)
         if holder in self.holders:
             self.holders.discard(holder)
-            self._submit(self._give, holder, None)
+            self._submit(None, self._give, holder)
 
     def stop(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        *args, done = args
+    def _submit(self, done: Callable[[bool], None] | None, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the seats' thread, in order; ``done`` gets its answer on the
+        reactor."""
         future = self._pool.submit(fn, *args)
         if done is not None:
             future.add_done_callback(lambda f: self.call_in_reactor(done, _result(f)))
