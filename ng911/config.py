@@ -50,9 +50,11 @@ __all__ = [
     "DatabaseSettings",
     "HttpSettings",
     "Key",
+    "LimitSettings",
     "NodeSettings",
     "Settings",
     "SipSettings",
+    "TlsSettings",
     "UpstreamSettings",
     "DATABASE_URL_ENV",
     "REQUIRED",
@@ -99,6 +101,7 @@ class SipSettings:
     host: str = "127.0.0.1"
     port: int = 5060
     transports: tuple[str, ...] = ("udp", "tcp")
+    tls_port: int = 5061
     timers: TimerConfig = field(default_factory=TimerConfig)
     user_agent: str = "ng911"
     trace: bool = False
@@ -108,8 +111,24 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Our certificate and the CAs our peers' certificates must chain to (SIP over TLS, HTTPS)."""
+
+    certificate: str | None = None  # absolute path of a PEM file: our certificate (and chain)
+    private_key: str | None = None  # absolute path of its PEM private key
+    ca: str | None = None  # absolute path of the PEM trust anchors peers must chain to
+    require_client_certificate: bool = True  # mutual TLS on every inbound connection
+
+    @property
+    def configured(self) -> bool:
+        return self.certificate is not None
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamSettings:
     trusted: tuple[IpNetwork, ...]
+    trusted_identities: tuple[str, ...] = ()
+    require_tls: bool = False
 
     def is_trusted(self, host: str) -> bool:
         """Whether a peer at IP literal ``host`` may send us calls (False for non-literals)."""
@@ -124,7 +143,23 @@ class UpstreamSettings:
 class HttpSettings:
     host: str
     port: int
+    https: bool = False
 
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Bounds on what strangers can make the node hold (issue 9: every growing structure has one)."""
+
+    untrusted_rate: float = 20.0  # requests/s one untrusted source may send before being shed
+    untrusted_burst: float = 40.0
+    untrusted_total_rate: float = 500.0  # requests/s from all untrusted sources together
+    tracked_sources: int = 10_000  # sources the rate limiter remembers (least recent forgotten)
+    max_transactions: int = 20_000
+    max_dialogs: int = 10_000
+    max_connections: int = 2_000  # TCP + TLS connections at once
+    max_connections_per_source: int = 32  # for an untrusted source address
+    stream_buffer: int = 65_536  # octets a connection may buffer of a message not yet complete
+    handshake_timeout: float = 10.0  # a stream connection must complete a message (TLS: its handshake) this fast
 
 @dataclass(frozen=True, slots=True)
 class DatabaseSettings:
@@ -154,6 +189,9 @@ class Settings:
     api: HttpSettings
     metrics: HttpSettings
     database: DatabaseSettings
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    transfer_targets: tuple[str, ...] = ()  # REFER targets allowed besides answer points and queues
     media: str | None = None  # treatment server URI (a "stay on the line" announcement)
     source: Path | None = None  # the file these came from
 
@@ -419,8 +457,10 @@ KEYS: tuple[Key, ...] = (
         _ip_literal(concrete=True)),
     Key("sip.port", "integer", 5060, "Port to listen on (1–65535), for every transport.", _port),
     Key("sip.transports", "array of strings", ("udp", "tcp"),
-        "Transports to listen on: any of `\"udp\"`, `\"tcp\"`.",
-        _array(_choice("udp", "tcp"), min_items=1, unique=True, what="an array of transports")),
+        "Transports to listen on: any of `\"udp\"`, `\"tcp\"`, `\"tls\"` (SIP over TLS on "
+        "`sip.tls_port`, RFC 3261 §26; needs `tls.certificate`).",
+        _array(_choice("udp", "tcp", "tls"), min_items=1, unique=True, what="an array of transports")),
+    Key("sip.tls_port", "integer", 5061, "Port for SIP over TLS, when `sip.transports` has `\"tls\"`.", _port),
     Key("sip.user_agent", "string", _d(SipSettings, "user_agent"),
         "Sent in User-Agent and Server headers.", _USER_AGENT),
     Key("sip.trace", "boolean", False,
@@ -446,7 +486,66 @@ KEYS: tuple[Key, ...] = (
     Key("upstream.trusted", "array of networks", REQUIRED,
         "Source addresses allowed to send requests (`\"127.0.0.0/8\"`, `\"10.1.2.3\"`, "
         "`\"2001:db8::/32\"`); anyone else gets 403.",
-        _array(_network, min_items=1, what="an array of addresses or networks")),
+        _array(_network, what="an array of addresses or networks")),
+    Key("upstream.trusted_identities", "array of strings", (),
+        "Certificate identities (subjectAltName DNS name or URI, e.g. `\"esrp.example.net\"`) "
+        "trusted when they connect over TLS with a certificate chaining to `tls.ca`. Empty: any "
+        "such certificate is trusted.", _array(_string(), unique=True, what="an array of identities")),
+    Key("upstream.require_tls", "boolean", False,
+        "Trust only TLS peers with a verified certificate: `upstream.trusted` addresses then count "
+        "for nothing (a UDP source address can be spoofed).", _boolean),
+
+    Key("tls", TABLE, None,
+        "Our certificate and the CAs we trust, for SIP over TLS (server and client side) and HTTPS. "
+        "Relative paths are relative to the directory of the config file."),
+    Key("tls.certificate", "path", None, "PEM file: our certificate, then its chain.", _path),
+    Key("tls.private_key", "path", None, "PEM file: the certificate's private key.", _path),
+    Key("tls.ca", "path", None,
+        "PEM file: the CA certificates a peer's certificate must chain to (both directions: an "
+        "answer point's or upstream server's, and a connecting client's).", _path),
+    Key("tls.require_client_certificate", "boolean", True,
+        "Mutual TLS: refuse an inbound connection whose client presents no certificate chaining "
+        "to `tls.ca`.", _boolean),
+
+    Key("transfer", TABLE, None, "Blind transfers (REFER from an answer point)."),
+    Key("transfer.allowed_targets", "array of SIP URIs", (),
+        "Refer-To targets allowed besides the configured answer points and queues (`sip:<queue>@...` "
+        "names a queue); any other target gets 403 and the call carries on.",
+        _array(_sip_uri, unique=True, what="an array of SIP URIs")),
+
+    Key("limits", TABLE, None,
+        "Bounds on what an untrusted source can cost the node. Trusted upstream peers and answer "
+        "points are never shed; refusals are counted in `ng911_sip_shed_total{reason}`."),
+    Key("limits.untrusted_rate", "number (/s)", _d(LimitSettings, "untrusted_rate"),
+        "Requests per second one untrusted source address may send; past it (and its burst) its "
+        "messages are dropped unread.", _number(positive=True, maximum=1e6)),
+    Key("limits.untrusted_burst", "number", _d(LimitSettings, "untrusted_burst"),
+        "Requests an untrusted source may send at once before its rate applies.",
+        _number(minimum=1, maximum=1e6)),
+    Key("limits.untrusted_total_rate", "number (/s)", _d(LimitSettings, "untrusted_total_rate"),
+        "Requests per second from all untrusted sources together (a flood from many addresses).",
+        _number(positive=True, maximum=1e7)),
+    Key("limits.tracked_sources", "integer", _d(LimitSettings, "tracked_sources"),
+        "Untrusted source addresses the rate limiter remembers; the least recent is forgotten.",
+        _integer(minimum=16, maximum=10_000_000)),
+    Key("limits.max_transactions", "integer", _d(LimitSettings, "max_transactions"),
+        "SIP transactions held at once; past it new requests get 503 (emergency calls from trusted "
+        "peers are still taken).", _integer(minimum=100, maximum=10_000_000)),
+    Key("limits.max_dialogs", "integer", _d(LimitSettings, "max_dialogs"),
+        "Dialogs (call legs) held at once; past it new non-emergency calls get 503.",
+        _integer(minimum=10, maximum=10_000_000)),
+    Key("limits.max_connections", "integer", _d(LimitSettings, "max_connections"),
+        "TCP and TLS connections at once; past it new inbound connections from untrusted sources "
+        "are closed at once.", _integer(minimum=10, maximum=1_000_000)),
+    Key("limits.max_connections_per_source", "integer", _d(LimitSettings, "max_connections_per_source"),
+        "TCP and TLS connections one untrusted source address may hold.",
+        _integer(minimum=1, maximum=1_000_000)),
+    Key("limits.stream_buffer", "integer (octets)", _d(LimitSettings, "stream_buffer"),
+        "Octets a stream connection may buffer of a message not yet complete; past it the "
+        "connection is closed.", _integer(minimum=4096, maximum=64 << 20)),
+    Key("limits.handshake_timeout", _SECONDS, _d(LimitSettings, "handshake_timeout"),
+        "A new stream connection must finish its TLS handshake and a first message this fast.",
+        _number(positive=True, maximum=600)),
 
     Key("routing", TABLE, None, "Which calls go to which queue."),
     Key("routing.emergency_queue", "string", _d(RoutingSpec, "emergency_queue"),
@@ -524,11 +623,17 @@ KEYS: tuple[Key, ...] = (
     Key("api.host", "IP address", "127.0.0.1", "Address to listen on (0.0.0.0 or :: for all).",
         _ip_literal(concrete=False)),
     Key("api.port", "integer", 8911, "Port to listen on.", _port),
+    Key("api.https", "boolean", False,
+        "Serve HTTPS with `tls.certificate`. Required when `api.host` is not a loopback address.",
+        _boolean),
 
     Key("metrics", TABLE, None, "Prometheus metrics, served at `/metrics`."),
     Key("metrics.host", "IP address", "127.0.0.1", "Address to listen on (0.0.0.0 or :: for all).",
         _ip_literal(concrete=False)),
     Key("metrics.port", "integer", 9911, "Port to listen on.", _port),
+    Key("metrics.https", "boolean", False,
+        "Serve HTTPS with `tls.certificate`. Required when `metrics.host` is not a loopback address.",
+        _boolean),
 
     Key("database", TABLE, None, "Where calls and their event log are kept."),
     Key("database.url", "string", "",
@@ -682,29 +787,78 @@ def _build(v: dict[str, Any], *, base_dir: Path, source: Path | None) -> Setting
 
     routing = _build_routing(v)
 
+    tls = _build_tls(v["tls"], base_dir)
+    if "tls" in sip.transports and not tls.configured:
+        raise ConfigError("tls.certificate", "is required when sip.transports has \"tls\"")
+    upstream = UpstreamSettings(trusted=v["upstream"]["trusted"],
+                                trusted_identities=v["upstream"]["trusted_identities"],
+                                require_tls=v["upstream"]["require_tls"])
+    if upstream.require_tls and "tls" not in sip.transports:
+        raise ConfigError("upstream.require_tls", "needs \"tls\" in sip.transports (no peer could be trusted)")
+    if not upstream.trusted and "tls" not in sip.transports:
+        raise ConfigError("upstream.trusted", "must name at least one address or network (or listen on TLS "
+                                              "and trust upstream.trusted_identities)")
+
     api = HttpSettings(**v["api"])
     metrics = HttpSettings(**v["metrics"])
     listeners = [("api.port", api.host, api.port), ("metrics.port", metrics.host, metrics.port)]
     if "tcp" in sip.transports:
         listeners.insert(0, ("sip.port", sip.host, sip.port))
+    if "tls" in sip.transports:
+        listeners.insert(0, ("sip.tls_port", sip.host, sip.tls_port))
     for i, (key, host, port) in enumerate(listeners):
         for other, ohost, oport in listeners[:i]:
             if port == oport and _overlap(host, ohost):
                 raise ConfigError(key, f"{port} on {host} is already taken by {other} (TCP on {ohost})")
+    for name, http in (("api", api), ("metrics", metrics)):
+        if http.https and not tls.configured:
+            raise ConfigError("tls.certificate", f"is required when {name}.https is true")
+        if not http.https and not ipaddress.ip_address(http.host).is_loopback:
+            raise ConfigError(f"{name}.https", f"must be true when {name}.host is not a loopback address "
+                                               f"(got {http.host}): set tls.certificate and serve HTTPS")
 
     database = _build_database(v["database"], cluster, base_dir)
     return Settings(
         node=NodeSettings(**v["node"]),
         cluster=cluster,
         sip=sip,
-        upstream=UpstreamSettings(trusted=v["upstream"]["trusted"]),
+        upstream=upstream,
         routing=routing,
         api=api,
         metrics=metrics,
         database=database,
+        tls=tls,
+        limits=LimitSettings(**v["limits"]),
+        transfer_targets=v["transfer"]["allowed_targets"],
         media=v["media"]["treatment_uri"],
         source=source,
     )
+
+
+def _build_tls(t: dict[str, Any], base_dir: Path) -> TlsSettings:
+    paths: dict[str, str | None] = {}
+    for name in ("certificate", "private_key", "ca"):
+        value = t[name]
+        if value is None:
+            paths[name] = None
+            continue
+        path = Path(value) if Path(value).is_absolute() else base_dir / value
+        try:
+            with open(path, "rb") as f:
+                head = f.read(1 << 16)
+        except OSError as exc:
+            raise ConfigError(f"tls.{name}", f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+        if b"-----BEGIN " not in head:
+            raise ConfigError(f"tls.{name}", f"{str(path)!r} is not a PEM file")
+        paths[name] = str(path)
+    if paths["certificate"] is not None:
+        for name in ("private_key", "ca"):
+            if paths[name] is None:
+                raise ConfigError(f"tls.{name}", "is required with tls.certificate")
+    elif paths["private_key"] is not None or paths["ca"] is not None:
+        raise ConfigError("tls.certificate", "is required with tls.private_key and tls.ca")
+    return TlsSettings(certificate=paths["certificate"], private_key=paths["private_key"], ca=paths["ca"],
+                       require_client_certificate=t["require_client_certificate"])
 
 
 def _overlap(a: str, b: str) -> bool:

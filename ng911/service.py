@@ -29,6 +29,7 @@ from ng911.runtime import idle_full_collection, tune_gc
 from ng911.sip.message import Request, Response
 from ng911.sip.stack import SipStack
 from ng911.sip.transaction.actions import TransactionTimeout
+from ng911.sip.trust import TrustPolicy
 from ng911.sip.ua import CSEQ_GAP, UaConfig
 from ng911.store import db as store_db
 from ng911.store.store import PENDING_EPOCH, SqlStore
@@ -207,7 +208,7 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
         epoch = store.register_node(node)
     observer = CallObserver(store, metrics, node=node, epoch=PENDING_EPOCH if epoch is None else epoch)
     controller = Controller(
-        settings.routing, observer, trusted=settings.upstream.trusted,
+        settings.routing, observer, trusted=TrustPolicy.from_settings(settings),
         domain=settings.sip.host, node=settings.node.name,
     )
     failover = settings.routing.failover

@@ -23,6 +23,7 @@ from ng911.routing.pool import AnswerPoint, Pool
 from ng911.sip.headers import parse_name_addr, printable_display_name
 from ng911.sip.message import Request, Response
 from ng911.sip.timerwheel import TimerHandle
+from ng911.sip.trust import TrustPolicy
 from ng911.sip.ua import Session, UaHandler, UserAgent, flow_from_dict, parse_stored_invite
 
 log = logging.getLogger("ng911.controller")
@@ -72,14 +73,15 @@ class Controller(UaHandler):
         routing: RoutingSpec,
         observer: CallObserver,
         *,
-        trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
+        trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] | TrustPolicy,
         domain: str = "ng911.invalid",
         node: str = "node1",
     ) -> None:
         self.routing = routing
         self.pool = Pool(routing)
         self.observer = observer
-        self.trusted = tuple(trusted)
+        #: who may send us calls (addresses, TLS identities): ng911.sip.trust
+        self.trust = trusted if isinstance(trusted, TrustPolicy) else TrustPolicy(trusted)
         self.domain = domain
         self.node = node
         self.ua: UserAgent = None  # type: ignore[assignment]  # set by attach()
@@ -129,14 +131,7 @@ class Controller(UaHandler):
 
     # --- admission ------------------------------------------------------------------------
     def _trusted(self, source: Any) -> bool:
-        remote = getattr(source, "remote", None)
-        if not remote:
-            return False
-        try:
-            addr = ipaddress.ip_address(remote[0])
-        except ValueError:
-            return False
-        return any(addr in net for net in self.trusted)
+        return self.trust.trusts(source)
 
     def on_invite(self, session: Session, request: Request) -> None:
         kind = classify(request, self.routing.psap_uris)

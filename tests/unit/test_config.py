@@ -257,7 +257,7 @@ def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path) -> 
         ("sip.host", "0.0.0.0",
          "sip.host: must be a concrete address, not \"0.0.0.0\": it is sent in Via and Contact headers"),
         ("sip.transports", ["udp", "sctp"],
-         "sip.transports[1]: must be one of \"udp\", \"tcp\", got \"sctp\""),
+         "sip.transports[1]: must be one of \"udp\", \"tcp\", \"tls\", got \"sctp\""),
         ("sip.transports", ["udp", "udp"], "sip.transports[1]: duplicate entry \"udp\""),
         ("sip.transports", [], "sip.transports: must have at least 1 entry"),
         ("sip.trace", "yes", "sip.trace: must be true or false, got \"yes\""),
@@ -267,7 +267,8 @@ def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path) -> 
          "upstream.trusted[0]: \"127.0.0.1/8\" has host bits set; did you mean \"127.0.0.0/8\"?"),
         ("upstream.trusted", "127.0.0.0/8",
          "upstream.trusted: must be an array of addresses or networks, got \"127.0.0.0/8\""),
-        ("upstream.trusted", [], "upstream.trusted: must have at least 1 entry"),
+        ("upstream.trusted", [], "upstream.trusted: must name at least one address or network (or listen on "
+                                 "TLS and trust upstream.trusted_identities)"),
         ("node.name", "", "node.name: must be a name of letters, digits, '_', '.', '-' (at most 63, "
                           "starting with a letter or digit), got \"\""),
         ("routing.emergency_queue", "nope", "routing.emergency_queue: no queue is named \"nope\"; queues: main"),

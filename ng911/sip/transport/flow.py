@@ -12,7 +12,7 @@ No Twisted import here: the UA core builds and compares flows without I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 __all__ = [
@@ -61,13 +61,18 @@ class Flow:
 
     ``transport`` is ``'UDP'``, ``'TCP'`` or ``'TLS'``; ``local`` and ``remote`` are socket
     addresses; ``connection_id`` identifies the stream connection (``None`` for UDP, and for a
-    stream flow whose connection never came up).
+    stream flow whose connection never came up); ``peer_identities`` what a TLS peer's verified
+    certificate says it is.
     """
 
     transport: str
     local: Address
     remote: Address
     connection_id: int | None = None
+    #: TLS only: the identities (subjectAltName DNS names and URIs) of the peer's certificate,
+    #: verified against ``tls.ca``; empty when the peer showed none. Not part of equality: a
+    #: flow is the path, the identity is what we learnt about its far end.
+    peer_identities: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
