@@ -130,6 +130,13 @@ METRICS: tuple[MetricSpec, ...] = (
                ("direction", "kind"), {"direction": SIP_DIRECTIONS, "kind": SIP_MESSAGE_KINDS}),
     MetricSpec("sip_transaction_timeouts", Counter, "ng911_sip_transaction_timeouts_total",
                "SIP transactions ended by a timer (B, F, H …).", ("timer",), {"timer": TRANSACTION_TIMERS}),
+    MetricSpec("sip_dialog_strangers", Counter, "ng911_sip_dialog_strangers_total",
+               "In-dialog requests refused (403) because they came from someone other than the "
+               "dialog's peer, by method and leg (a forged BYE or REFER).", ("method", "leg"),
+               {"method": SIP_METHODS + ("other",), "leg": ("upstream", "psap", "none")}),
+    MetricSpec("sip_refer_refused", Counter, "ng911_sip_refer_refused_total",
+               "REFERs refused because their target is not an answer point, a queue or one of "
+               "transfer.allowed_targets (the call carries on)."),
     MetricSpec("sip_parse_errors", Counter, "ng911_sip_parse_errors_total",
                "Received datagrams or stream messages that are not valid SIP."),
     MetricSpec("store_queue_depth", Gauge, "ng911_store_queue_depth",
@@ -193,6 +200,8 @@ class MetricsSink(Protocol):
     queue_length: Any
     time_in_queue: Any
     sip_messages: Any
+    sip_dialog_strangers: Any
+    sip_refer_refused: Any
     sip_transaction_timeouts: Any
     sip_parse_errors: Any
     store_queue_depth: Any

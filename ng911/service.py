@@ -209,14 +209,14 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
     observer = CallObserver(store, metrics, node=node, epoch=PENDING_EPOCH if epoch is None else epoch)
     controller = Controller(
         settings.routing, observer, trusted=TrustPolicy.from_settings(settings),
-        domain=settings.sip.host, node=settings.node.name,
+        domain=settings.sip.host, node=settings.node.name, transfer_targets=settings.transfer_targets,
     )
     failover = settings.routing.failover
     # The controller answers at once: no 200 ms wait before 100 Trying (DESIGN step 1).
     timers = settings.sip.timers
     ua_config = UaConfig(
         user="ng911", user_agent=f"{settings.sip.user_agent}/{__version__}", timers=timers,
-        session_expires=failover.session_expires, min_se=failover.min_se,
+        session_expires=failover.session_expires, min_se=failover.min_se, bind_dialogs=True,
     )
 
     def count(direction: str, msg: Request | Response, peer: Any) -> None:

@@ -113,6 +113,7 @@ class Call:
         self.move_reason: str | None = None
         self.move_started: float | None = None
         self.transfer: dict[str, Any] | None = None  # pending REFER: referrer leg, target
+        self.strangers_seen: set[str] = set()  # methods refused from a non-peer (logged once each)
         self._relay: object | None = None  # token of the offer being relayed between the legs
         self._keepalive: TimerHandle | None = None
         self._last_provisional = self.created

@@ -24,6 +24,7 @@ from ng911.sip.headers import parse_name_addr, printable_display_name
 from ng911.sip.message import Request, Response
 from ng911.sip.timerwheel import TimerHandle
 from ng911.sip.trust import TrustPolicy
+from ng911.sip.uri import SipUri, parse_uri
 from ng911.sip.ua import Session, UaHandler, UserAgent, flow_from_dict, parse_stored_invite
 
 log = logging.getLogger("ng911.controller")
@@ -76,6 +77,7 @@ class Controller(UaHandler):
         trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] | TrustPolicy,
         domain: str = "ng911.invalid",
         node: str = "node1",
+        transfer_targets: Iterable[str] = (),
     ) -> None:
         self.routing = routing
         self.pool = Pool(routing)
@@ -84,6 +86,8 @@ class Controller(UaHandler):
         self.trust = trusted if isinstance(trusted, TrustPolicy) else TrustPolicy(trusted)
         self.domain = domain
         self.node = node
+        #: REFER targets allowed besides answer points and queues (transfer.allowed_targets)
+        self.transfer_targets = frozenset(_uri_key(t) for t in transfer_targets)
         self.ua: UserAgent = None  # type: ignore[assignment]  # set by attach()
         self.calls: dict[str, Call] = {}
         self.on_call_ended: Callable[[Call], None] | None = None
@@ -101,6 +105,18 @@ class Controller(UaHandler):
 
     def attach(self, ua: UserAgent) -> None:
         self.ua = ua
+        ua.vouch = self._vouched
+
+    def _vouched(self, source: Any) -> bool:
+        """A TLS peer with a trusted certificate may act in a dialog another address set up
+        (an upstream element's redundant partner after its own takeover); an address may not."""
+        return getattr(source, "transport", None) == "TLS" and self.trust.trusts_identities(
+            getattr(source, "peer_identities", ()))
+
+    def on_unbound(self, session: Session, request: Request, source: Any) -> None:
+        call = self._call_of(session)
+        leg = "none" if call is None else ("upstream" if session is call.upstream else "psap")
+        self.observer.stranger_refused(call, request.method, leg, source)
 
     # --- the CallPort (ng911.call.port): all a Call sees of the node ---------------------
     def now(self) -> float:
@@ -280,6 +296,14 @@ class Controller(UaHandler):
         if user is not None and any(q.name == user for q in self.routing.queues):
             queue = user
         ap = self.pool.by_uri(str(target).split(";")[0]) if queue is None else None
+        if queue is None and ap is None and _uri_key(str(target)) not in self.transfer_targets:
+            # A position cannot send the caller (and their location) just anywhere; the call
+            # carries on with the position that asked (NENA: a failed transfer keeps the call).
+            log.warning("REFER to %s refused (not an answer point, queue or allowed target) call-id=%s",
+                        target, call.call_id)
+            self.observer.transfer_refused(call, str(target))
+            reply(403, "Forbidden: transfer target not allowed")
+            return
         reply(202)
 
         def notify(status: int, reason: str, final: bool = False) -> None:
@@ -442,3 +466,15 @@ class Controller(UaHandler):
                 call.fail_over(reason)
                 moved += 1
         return moved
+
+
+def _uri_key(uri: str) -> str:
+    """A SIP URI as compared for transfers: scheme, user, host and port (RFC 3261 §19.1.4 without
+    the parameters; a sips: target is not the sip: one)."""
+    try:
+        u = parse_uri(uri.strip().strip("<>"))
+    except ValueError:
+        return uri
+    if not isinstance(u, SipUri):
+        return str(u)
+    return f"{u.scheme}:{u.user or ''}@{u.host.lower()}:{u.port or ''}"

@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ng911.call.state import CallState
+from ng911.metrics import SIP_METHODS
 from ng911.sip.message import Request
 from ng911.sip.ua import flow_to_dict
 
@@ -146,6 +147,18 @@ class CallObserver:
     def refused(self, request: Request, reason: str, kind: str = "other") -> None:
         log.warning("call refused: %s kind=%s call-id=%s from=%s", reason, kind, request.call_id, request.headers.get("From"))
         self.metrics.calls.labels(kind=kind, outcome="rejected").inc()
+
+    def stranger_refused(self, call: Call | None, method: str, leg: str, source: Any) -> None:
+        """An in-dialog request from someone other than the dialog's peer got 403."""
+        label = method if method in SIP_METHODS else "other"
+        self.metrics.sip_dialog_strangers.labels(method=label, leg=leg).inc()
+        if call is not None and label not in call.strangers_seen:
+            call.strangers_seen.add(label)  # once per method: a flood of forgeries is no flood of events
+            self.event(call, "stranger_refused", method=method, source=list(getattr(source, "remote", ()) or ()))
+
+    def transfer_refused(self, call: Call, target: str) -> None:
+        self.metrics.sip_refer_refused.inc()
+        self.event(call, "transfer_refused", target=target)
 
     def answered(self, call: Call) -> None:
         if call.answered_at is not None:

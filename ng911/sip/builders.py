@@ -40,7 +40,9 @@ def new_branch() -> str:
 
 
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    """96 random bits (RFC 3261 §19.3 asks for 32): a dialog's tags must not be guessable, or
+    anyone could forge requests inside it (issue 9)."""
+    return secrets.token_hex(12)
 
 
 def new_call_id(host: str) -> str:

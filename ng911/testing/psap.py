@@ -382,6 +382,7 @@ class PsapHarness:
     test_queue: str | None = None
     other_queue: str | None = None
     trusted: Sequence[str] = ("10.0.0.0/24",)
+    transfer_targets: Sequence[str] = ()  # REFER targets allowed besides APs and queues
     latency: float = 0.01
     scripts: dict[str, ApScript] = field(default_factory=dict)
 
@@ -404,11 +405,11 @@ class PsapHarness:
         self.observer = _RecordingObserver(self.store, self.metrics, node="node1", epoch=epoch)
         self.controller = Controller(self.routing, self.observer,
                                      trusted=[ipaddress.ip_network(n) for n in self.trusted],
-                                     domain=PSAP_DOMAIN, node="node1")
+                                     domain=PSAP_DOMAIN, node="node1", transfer_targets=self.transfer_targets)
         fo = self.routing.failover
         # As make_service: 100 Trying at once, the PSAP leg's session timer from FailoverSpec.
         config = UaConfig(user="ng911", user_agent="ng911-test", timers=TimerConfig(trying_delay=0),
-                          session_expires=fo.session_expires, min_se=fo.min_se)
+                          session_expires=fo.session_expires, min_se=fo.min_se, bind_dialogs=True)
         self.ctl: LoopPort = self.net.add_ua("ctl", CONTROLLER_HOST, 5060, handler=self.controller, config=config)
         self.controller.attach(self.ctl.ua)
         self.ended: list[str] = []

@@ -183,9 +183,12 @@ def response_route(via: Via, source: Flow | None) -> ResponseRoute:
 
     * reliable transport: the request's connection when known; fallback ``received`` (else
       the sent-by host) with the sent-by port or the transport default;
-    * ``maddr``: that address, sent-by port or 5060;
     * unreliable: ``received`` (else sent-by host), then the ``rport`` value, else the sent-by
       port, else 5060 — sent from the local socket the request arrived on (RFC 3581 §4).
+
+    A Via ``maddr`` is never honoured (a deliberate departure from §18.2.2): it serves
+    multicast, which no ESInet element uses, and honouring it let a spoofed UDP request have
+    every response — a whole call's worth — sent to an address of the sender's choosing.
     """
     transport = via.transport.upper()
     host, port = via.sent_by
@@ -195,12 +198,8 @@ def response_route(via: Via, source: Flow | None) -> ResponseRoute:
         dest = Destination(transport, socket_host(via.received or host),
                            port or default_port(transport))
         return ResponseRoute(flow, dest)
-    maddr = via.maddr
-    if maddr:
-        dest = Destination(transport, socket_host(maddr), port or default_port(transport))
-    else:
-        dest = Destination(transport, socket_host(via.received or host),
-                           via.rport or port or default_port(transport))
+    dest = Destination(transport, socket_host(via.received or host),
+                       via.rport or port or default_port(transport))
     flow = None
     if source is not None and source.transport == transport == "UDP":
         flow = Flow("UDP", source.local, (dest.host, dest.port))

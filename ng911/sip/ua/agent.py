@@ -25,6 +25,7 @@ from ng911.sip.transaction.actions import (
 )
 from ng911.sip.transaction.layer import TransactionLayer
 from ng911.sip.ua.adopt import InviteAdoption
+from ng911.sip.ua.binding import BOUND, UNBOUND, UNVERIFIABLE, check_source, peer_hosts
 from ng911.sip.ua.common import (
     ALLOW,
     CSEQ_GAP,
@@ -93,6 +94,10 @@ class UaHandler:
         handler answers it (``reply``, now or later); False: 481."""
         return False
 
+    def on_unbound(self, session: Session, request: Request, source: Any) -> None:
+        """A request inside ``session``'s dialog came from someone other than its peer: it was
+        answered 403 (an ACK dropped) and the dialog is untouched."""
+
     def on_request(self, session: Session | None, request: Request, reply: Callable[..., None]) -> None:
         """Other requests (INFO, MESSAGE, REFER, NOTIFY, out-of-dialog non-INVITE)."""
         reply(200 if session is not None or request.method in ("MESSAGE", "INFO") else 405)
@@ -106,6 +111,9 @@ class UaConfig:
     session_expires: int = 1800  # RFC 4028 default interval we ask for
     min_se: int = 90
     prefer_100rel: bool = True  # send reliable provisionals when the peer supports them
+    #: refuse in-dialog requests from anyone but the dialog's peer (ng911.sip.ua.binding): the
+    #: controller's policy; a plain UA (a phone, a test peer) accepts them from anywhere
+    bind_dialogs: bool = False
 
 
 class UserAgent(InviteAdoption):
@@ -123,6 +131,9 @@ class UserAgent(InviteAdoption):
         self.stats = {"received": 0, "bad_requests": 0, "dropped": 0}
         #: §14.1 glare back-off draws from this (a test seeds it for replayable schedules)
         self.rng = random.Random()
+        #: a source that may act in a dialog it did not set up: a TLS peer whose certificate
+        #: the handler trusts (an upstream element's redundant partner taking over its calls)
+        self.vouch: Callable[[Any], bool] = lambda source: False
 
     # --- shell entry points -----------------------------------------------------------
     def now(self) -> float:
@@ -398,6 +409,10 @@ class UserAgent(InviteAdoption):
         to_tag = request.to.tag
         if to_tag:
             session = self.dialogs.get((request.call_id, to_tag, request.from_.tag or ""))
+            if session is not None and not self._from_peer(session, request, source):
+                if method != "ACK":
+                    self.respond(key, _uas_response(request, 403, "Forbidden: not this dialog's peer"))
+                return
             if method == "ACK":
                 if session is not None:
                     session._on_ack(request)
@@ -427,6 +442,22 @@ class UserAgent(InviteAdoption):
             self.respond(key, _uas_response(request, 405, headers=[("Allow", ", ".join(ALLOW))]))
         else:
             self.respond(key, _uas_response(request, 501, headers=[("Allow", ", ".join(ALLOW))]))
+
+    def _from_peer(self, session: Session, request: Request, source: Any) -> bool:
+        """Is ``source`` the dialog's peer (``ng911.sip.ua.binding``)? A stranger's request is
+        refused and the handler told; the call carries on."""
+        if not self.config.bind_dialogs:
+            return True
+        verdict = check_source(session, source)
+        if verdict == BOUND or (verdict == UNBOUND and self.vouch(source)):
+            return True
+        self.stats[verdict] = self.stats.get(verdict, 0) + 1
+        if verdict == UNVERIFIABLE:
+            return True
+        log.warning("%s from %s refused: not this dialog's peer (%s) call-id=%s", request.method,
+                    getattr(source, "remote", source), ", ".join(sorted(peer_hosts(session))), request.call_id)
+        self.handler.on_unbound(session, request, source)
+        return False
 
     def _replier(self, request: Request, key: Any) -> Callable[..., None]:
         def reply(status: int, reason: str | None = None, headers=(), body: bytes = b"", content_type=None) -> None:  # type: ignore[no-untyped-def]
@@ -472,6 +503,10 @@ class UserAgent(InviteAdoption):
 
     def _on_cancel(self, action: CancelRequest) -> None:
         session = self.sessions_by_invite.get(action.invite_key) if action.invite_key is not None else None
+        if session is not None and action.source is not None and not self._from_peer(session, action.message, action.source):
+            # A CANCEL must come the INVITE's way (§9.1: to the same address, hop by hop).
+            self.respond(action.key, _uas_response(action.message, 403, "Forbidden: not this INVITE's peer"))
+            return
         # §9.2: the CANCEL's response SHOULD carry the To tag of the INVITE's response.
         tag = session.dialog.local_tag if session is not None and session.dialog is not None else None
         status = 200 if action.invite_key is not None else 481

@@ -26,7 +26,7 @@ def second_controller(h: PsapHarness, host: str = "10.0.0.11") -> Controller:
                      domain=PSAP_DOMAIN, node=node)
     fo = h.routing.failover  # type: ignore[union-attr]
     config = UaConfig(user="ng911", user_agent="ng911-test", timers=TimerConfig(trying_delay=0),
-                      session_expires=fo.session_expires, min_se=fo.min_se)
+                      session_expires=fo.session_expires, min_se=fo.min_se, bind_dialogs=True)
     port = h.net.add_ua("ctl2", host, 5060, handler=ctl, config=config)
     ctl.attach(port.ua)
     return ctl

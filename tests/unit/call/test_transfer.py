@@ -108,8 +108,8 @@ def test_a_transfer_to_a_queue_with_nobody_free_fails_back_to_the_transferor() -
     assert [len(h.requests_to(n, "INVITE")) for n in ("ap2", "ap3")] == [1, 1]
 
 
-def test_refer_to_a_uri_outside_the_psap() -> None:
-    h = PsapHarness(failover=no_probe())
+def test_refer_to_an_allowed_uri_outside_the_psap() -> None:
+    h = PsapHarness(failover=no_probe(), transfer_targets=["sip:psap2@10.0.1.9:5060"])
     other = AnswerPointUa(h, ap_spec(9, name="psap2"))  # another PSAP's trunk, not one of ours
     call = talking(h)
     h.ap("ap1").refer("sip:psap2@10.0.1.9:5060")
@@ -119,6 +119,23 @@ def test_refer_to_a_uri_outside_the_psap() -> None:
     assert h.event("moved")["answer_point"] == "sip:psap2@10.0.1.9:5060"
     assert call.state == "confirmed" and len(h.requests_to("ap1", "BYE")) == 1
     assert h.controller.pool.aps["ap1"].active == 0
+
+
+def test_refer_to_a_target_not_allowed_is_refused_and_the_call_carries_on() -> None:
+    h = PsapHarness(failover=no_probe(), transfer_targets=["sip:psap2@10.0.1.9:5060"])
+    stranger = AnswerPointUa(h, ap_spec(8, name="elsewhere"))  # reachable, but not allowed
+    call = talking(h)
+    for target in ("sip:elsewhere@10.0.1.8:5060", "sip:psap2@10.0.1.9:5099", "sips:psap2@10.0.1.9:5060"):
+        statuses: list[int] = []
+        h.ap("ap1").current.request("REFER", headers=(("Refer-To", f"<{target}>"),),
+                                    on_response=lambda r: statuses.append(r.status))
+        h.run(2.0)
+        assert statuses == [403], target
+    assert h.requests_to("elsewhere", "INVITE") == [] and stranger.sessions == []
+    assert call.state == "confirmed" and h.ap("ap1").current.state == "confirmed"
+    assert h.requests_to("ap1", "BYE") == [] and h.requests_to("esrp", "BYE") == []
+    assert [e for e in h.event_kinds() if e == "transfer_refused"] == ["transfer_refused"] * 3
+    assert h.metrics.sip_refer_refused._value.get() == 3
 
 
 def test_refer_from_outside_any_call_is_refused() -> None:

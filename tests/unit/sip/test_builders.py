@@ -145,6 +145,6 @@ def test_cancel_needs_a_via(invite: Request) -> None:
 def test_identifiers() -> None:
     branches = {new_branch() for _ in range(200)}
     assert len(branches) == 200 and all(b.startswith(MAGIC_COOKIE) for b in branches)
-    assert re.fullmatch(r"[0-9a-f]{12}", new_tag())
+    assert re.fullmatch(r"[0-9a-f]{24}", new_tag())  # 96 bits: not guessable (issue 9)
     cid = new_call_id("127.0.0.1")
     assert cid.endswith("@127.0.0.1") and new_call_id("h") != new_call_id("h")

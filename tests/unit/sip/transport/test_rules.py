@@ -224,11 +224,11 @@ TCP_SRC = tcp_from("192.0.2.1", 40001, cid=42)
     # reliable, no source flow known (say, after a takeover): connect to the fallback
     ("SIP/2.0/TCP 10.0.0.1:5070;branch=z;received=192.0.2.1", None, None,
      ("TCP", "192.0.2.1", 5070)),
-    # maddr: that address, sent-by port or 5060
+    # maddr is never honoured (a spoofed request must not steer its responses): the source
     ("SIP/2.0/UDP 10.0.0.1:5070;branch=z;maddr=239.1.1.1;received=192.0.2.1", UDP_SRC,
-     Flow("UDP", LOCAL, ("239.1.1.1", 5070)), ("UDP", "239.1.1.1", 5070)),
-    ("SIP/2.0/UDP 10.0.0.1;branch=z;maddr=192.0.2.50", UDP_SRC,
-     Flow("UDP", LOCAL, ("192.0.2.50", 5060)), ("UDP", "192.0.2.50", 5060)),
+     Flow("UDP", LOCAL, ("192.0.2.1", 5070)), ("UDP", "192.0.2.1", 5070)),
+    ("SIP/2.0/UDP 10.0.0.1;branch=z;maddr=192.0.2.50;received=192.0.2.1;rport=40000", UDP_SRC,
+     Flow("UDP", LOCAL, ("192.0.2.1", 40000)), ("UDP", "192.0.2.1", 40000)),
     # unreliable: received + rport (RFC 3581)
     ("SIP/2.0/UDP 10.0.0.1:5070;branch=z;rport=34567;received=192.0.2.1", UDP_SRC,
      Flow("UDP", LOCAL, ("192.0.2.1", 34567)), ("UDP", "192.0.2.1", 34567)),
