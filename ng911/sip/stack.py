@@ -31,6 +31,8 @@ class SipStack:
         host: str = "127.0.0.1",
         udp_port: int | None = 5060,
         tcp_port: int | None = 5060,
+        tls_port: int | None = None,
+        tls: Any = None,
         config: UaConfig | None = None,
         trace: bool = False,
         observer: Callable[[str, Request | Response, Any], None] | None = None,
@@ -38,11 +40,14 @@ class SipStack:
         self.reactor = reactor
         self.host = host
         self.trace = trace
+        # tls: a ng911.sip.transport.tls.TlsCredentials; the TLS transport listens on tls_port
+        # when that is not None (and the credentials hold a certificate), else only connects.
         self.manager = TransportManager(reactor, self._on_bytes, self._on_transport_error,
-                                        on_connection_lost=self._on_connection_lost, trace=trace)
+                                        on_connection_lost=self._on_connection_lost, trace=trace,
+                                        tls=tls)
         self.ua = UserAgent(self, reactor, handler, config)
         self.ports: dict[str, int] = {}
-        self._want = {"UDP": udp_port, "TCP": tcp_port}
+        self._want = {"UDP": udp_port, "TCP": tcp_port, "TLS": tls_port if getattr(tls, "certificate", None) is not None else None}
         self._alarm = Alarm(reactor, self._tick)
         self.parse_errors = 0
         self.observer = observer  # sees ("sent" | "received", message, flow/destination)
@@ -58,6 +63,8 @@ class SipStack:
         if tcp is not None:
             port = tcp if tcp != 0 or udp is None else self.ports["UDP"]
             self.ports["TCP"] = self.manager.listen_tcp(self.host, port).getHost().port
+        if self._want["TLS"] is not None:
+            self.ports["TLS"] = self.manager.listen_tls(self.host, self._want["TLS"]).getHost().port
 
     def stop(self) -> Any:
         self._alarm.cancel()

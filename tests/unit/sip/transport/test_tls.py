@@ -1,0 +1,142 @@
+"""SIP over TLS on real loopback sockets (the real reactor turned by hand, see conftest.Loop):
+mutual TLS, peer identities on the flow, connection reuse, refused handshakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+
+from ng911.sip.transport import Destination
+from ng911.sip.transport.tls import TlsCredentials, peer_identities
+from tests.tlscerts import tls_certs  # noqa: F401  (fixture)
+
+from .conftest import Loop, Recorder
+from .test_loopback import options
+
+
+def creds(certs: Path, name: str | None, *, require: bool = True) -> TlsCredentials:
+    return TlsCredentials.from_files(
+        ca=str(certs / "ca.pem"),
+        certificate=str(certs / f"{name}.pem") if name else None,
+        private_key=str(certs / f"{name}.key") if name else None,
+        require_client_certificate=require)
+
+
+def tls_server(loop: Loop, certs: Path, *, require: bool = True) -> tuple[Recorder, int]:
+    rec = loop.manager(tls=creds(certs, "node", require=require))
+    port = rec.manager.listen_tls("127.0.0.1", 0).getHost().port
+    return rec, port
+
+
+def settle(loop: Loop, *recs: Recorder) -> None:
+    """Close every TLS connection before the loop fixture checks for leftovers."""
+    for rec in recs:
+        rec.manager.streams["TLS"].close_all()
+    loop.spin(lambda: not any(r.manager.streams["TLS"].connections for r in recs))
+
+
+def test_identities_are_the_subject_alt_name_dns_names_and_uris(tls_certs: Path) -> None:  # noqa: F811
+    cert = x509.load_pem_x509_certificate((tls_certs / "node.pem").read_bytes())
+    assert peer_identities(cert) == ("localhost", "node.ng911.test")  # IP SANs are no identity
+    assert peer_identities(None) == ()
+    ca = x509.load_pem_x509_certificate((tls_certs / "ca.pem").read_bytes())
+    assert peer_identities(ca) == ()  # no SAN: no identity (the CN is not read)
+
+
+def test_uri_identities_are_kept_whole() -> None:
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "esrp")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.UniformResourceIdentifier("sip:esrp.example.net"),
+                x509.DNSName("esrp.example.net")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    assert peer_identities(cert) == ("esrp.example.net", "sip:esrp.example.net")
+
+
+def test_mutual_tls_request_carries_the_peer_identities_and_reply_reuses_the_connection(
+        loop: Loop, tls_certs: Path) -> None:  # noqa: F811
+    server, port = tls_server(loop, tls_certs)
+    client = loop.manager(tls=creds(tls_certs, "upstream"))
+    client.manager.send(options("z9hG4bKa", transport="TLS"), Destination("TLS", "127.0.0.1", port))
+    loop.spin(lambda: server.messages)
+    data, flow = server.messages[0]
+    assert data == options("z9hG4bKa", transport="TLS")
+    assert flow.transport == "TLS" and flow.local == ("127.0.0.1", port)
+    assert flow.peer_identities == ("upstream.ng911.test",)
+
+    server.manager.send(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", flow)
+    loop.spin(lambda: client.messages)
+    reply, back = client.messages[0]
+    assert reply.startswith(b"SIP/2.0 200 OK")
+    assert back.peer_identities == ("localhost", "node.ng911.test")  # the server's, verified
+
+    # a second request to the same far end goes over the same connection (§18 reuse)
+    client.manager.send(options("z9hG4bKb", transport="TLS"), Destination("TLS", "127.0.0.1", port))
+    loop.spin(lambda: len(server.messages) == 2)
+    assert server.messages[1][1].connection_id == flow.connection_id
+    assert len(client.manager.streams["TLS"].connections) == 1
+    assert server.manager.streams["TLS"].handshake_failures == {}
+    settle(loop, client, server)
+
+
+def test_client_certificate_from_another_ca_is_refused_at_the_handshake(
+        loop: Loop, tls_certs: Path) -> None:  # noqa: F811
+    server, port = tls_server(loop, tls_certs)
+    stranger = loop.manager(tls=TlsCredentials.from_files(
+        ca=str(tls_certs / "ca.pem"), certificate=str(tls_certs / "stranger.pem"),
+        private_key=str(tls_certs / "stranger.key")))
+    stranger.manager.send(options(transport="TLS"), Destination("TLS", "127.0.0.1", port))
+    tls = server.manager.streams["TLS"]
+    loop.spin(lambda: tls.handshake_failures["inbound"] == 1)
+    loop.turn(0.1)
+    assert server.messages == []
+    assert tls.connections == ()
+    settle(loop, stranger, server)
+
+
+def test_client_without_certificate_is_refused_when_one_is_required(
+        loop: Loop, tls_certs: Path) -> None:  # noqa: F811
+    server, port = tls_server(loop, tls_certs)
+    anonymous = loop.manager(tls=creds(tls_certs, None))
+    anonymous.manager.send(options(transport="TLS"), Destination("TLS", "127.0.0.1", port))
+    tls = server.manager.streams["TLS"]
+    loop.spin(lambda: tls.handshake_failures["inbound"] == 1)
+    loop.turn(0.1)
+    assert server.messages == []
+    settle(loop, anonymous, server)
+
+
+def test_client_without_certificate_is_served_when_none_is_required(
+        loop: Loop, tls_certs: Path) -> None:  # noqa: F811
+    server, port = tls_server(loop, tls_certs, require=False)
+    anonymous = loop.manager(tls=creds(tls_certs, None))
+    anonymous.manager.send(options(transport="TLS"), Destination("TLS", "127.0.0.1", port))
+    loop.spin(lambda: server.messages)
+    assert server.messages[0][1].peer_identities == ()  # encrypted, but nobody in particular
+    settle(loop, anonymous, server)
+
+
+def test_server_not_named_by_its_certificate_fails_the_waiting_sends(
+        loop: Loop, tls_certs: Path) -> None:  # noqa: F811
+    # upstream.pem names upstream.ng911.test and 127.0.0.1, not ::1
+    server = loop.manager(tls=creds(tls_certs, "upstream"))
+    port = server.manager.listen_tls("::1", 0).getHost().port
+    client = loop.manager(tls=creds(tls_certs, "node"))
+    client.manager.send(options(transport="TLS"), Destination("TLS", "::1", port))
+    loop.spin(lambda: client.errors)
+    flow, error = client.errors[0]
+    assert flow.transport == "TLS" and flow.remote == ("::1", port)
+    assert error.data == options(transport="TLS")
+    assert client.manager.streams["TLS"].handshake_failures["outbound"] == 1
+    loop.turn(0.1)
+    assert server.messages == []
+    settle(loop, client, server)
