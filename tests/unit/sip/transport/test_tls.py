@@ -140,3 +140,27 @@ def test_server_not_named_by_its_certificate_fails_the_waiting_sends(
     loop.turn(0.1)
     assert server.messages == []
     settle(loop, client, server)
+
+
+def test_make_test_certs_keeps_its_contract(tls_certs: Path) -> None:  # noqa: F811
+    def load(name: str) -> x509.Certificate:
+        return x509.load_pem_x509_certificate((tls_certs / f"{name}.pem").read_bytes())
+
+    def san(cert: x509.Certificate) -> set[str]:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return {str(v) for v in ext.get_values_for_type(x509.DNSName)} | {
+            str(v) for v in ext.get_values_for_type(x509.IPAddress)}
+
+    ca, other = load("ca"), load("stranger-ca")
+    assert san(load("node")) == {"127.0.0.1", "::1", "localhost", "node.ng911.test"}
+    assert san(load("upstream")) == {"upstream.ng911.test", "127.0.0.1"}
+    assert "127.0.0.1" in san(load("ap"))
+    for name in ("node", "upstream", "ap"):
+        cert = load(name)
+        assert cert.issuer == ca.subject
+        cert.verify_directly_issued_by(ca)
+        assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days >= 3650
+        assert (tls_certs / f"{name}.key").exists()
+    stranger = load("stranger")
+    stranger.verify_directly_issued_by(other)
+    assert stranger.issuer != ca.subject
