@@ -24,7 +24,7 @@ from typing import Iterator
 import pytest
 
 from tests.integration.conftest import HOST, free_port, ua  # noqa: F401  (ua is a fixture)
-from tests.integration.controller.conftest import Ap, Node, NodeFactory, db_url, node_config  # noqa: F401
+from tests.integration.controller.conftest import NG911, Ap, Node, NodeFactory, db_url, node_config  # noqa: F401
 from tests.pg import pg_server  # noqa: F401  (fixture)
 from tests.tlscerts import tls_certs  # noqa: F401  (fixture)
 

@@ -6,13 +6,15 @@ INVITE when ``require_tls``); failover between answer points reached over TLS wi
 the caller; /metrics over HTTPS."""
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import HOST, free_port
 
-from .conftest import Ap, TlsAp, tls_options
+from .conftest import NG911, Ap, TlsAp, tls_options
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +110,9 @@ def test_metrics_over_https(tls_nodes, tls_certs: Path):
     assert "ng911_tls_handshake_failures_total" in text and "ng911_build_info" in text
     with pytest.raises(OSError):  # plain HTTP is not served there
         node.metrics()
+    # `ng911 status` reads the node's own view over HTTPS (verified against tls.ca)
+    res = subprocess.run([NG911, "status", "--config", str(node.config), "--json"], env=node.env,
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    view = json.loads(res.stdout)["node"]
+    assert view["running"] and view["metrics"].startswith("https://"), view
