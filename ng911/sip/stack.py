@@ -12,9 +12,9 @@ from typing import Any, Callable
 from ng911.sip.badrequest import best_effort_400
 from ng911.sip.message import Request, Response, parse_message
 from ng911.sip.errors import SipParseError
-from ng911.sip.transport.flow import Destination, Flow, TransportError
+from ng911.sip.transport.flow import Destination, Flow, TransportError, default_port
 from ng911.sip.transport.manager import TransportManager
-from ng911.sip.transport.rules import destination_for_request, stamp_received
+from ng911.sip.transport.rules import destination_for_request, socket_host, stamp_received
 from ng911.sip.timerwheel import Alarm
 from ng911.sip.ua import UaConfig, UaHandler, UserAgent
 from ng911.sip.uri import Uri
@@ -107,10 +107,19 @@ class SipStack:
             except SipParseError as exc:
                 log.info("bad Via from %s: %s", flow, exc.reason)
                 return
+            if flow.transport == "TLS" and flow.connection_id is not None:
+                self._alias(msg, flow)  # type: ignore[arg-type]
         if self.observer is not None:
             self.observer("received", msg, flow)
         self.ua.receive(msg, flow)
         self.wake()
+
+    def _alias(self, request: Request, flow: Flow) -> None:
+        """RFC 5923: a Via with ``alias`` offers the connection for our requests to its sent-by."""
+        via = request.top_via
+        if any(name.lower() == "alias" for name, _ in via.params):
+            host, port = via.sent_by
+            self.manager.alias(flow, socket_host(host), port or default_port(flow.transport))
 
     def _on_transport_error(self, flow: Flow, error: TransportError) -> None:
         log.info("transport error on %s: %s", flow, error)

@@ -155,6 +155,12 @@ class TransportManager:
             return
         stream.send(data, target)
 
+    def alias(self, flow: Flow, host: str, port: int) -> bool:
+        """RFC 5923: reuse the stream connection of ``flow`` for requests to (host, port), when
+        its transport allows it (TLS: the peer's certificate names the host)."""
+        alias = getattr(self.streams.get(flow.transport), "alias", None)
+        return bool(alias is not None and alias(flow, (host, port)))
+
     def send_response(self, response: Response, source: Flow | None) -> ResponseRoute:
         """Route a response by its top Via (§18.2.2) and send it; returns the route taken."""
         route = response_route(response.top_via, source)

@@ -13,6 +13,10 @@ reporting) is :class:`~ng911.sip.transport.stream.StreamTransport`'s; this modul
   carries the peer's verified identities (subjectAltName DNS names and URIs), which
   :class:`ng911.sip.trust.TrustPolicy` reads. A handshake that fails is logged with the peer
   and OpenSSL's reason, counted in ``handshake_failures``, and fails the sends waiting for it.
+* RFC 5923 aliases: a request that came over an accepted connection with ``alias`` in its top
+  Via files that connection under the Via's sent-by too, so our requests to the peer's
+  listening address reuse it — only when the peer's certificate names that sent-by (§5.3 /
+  §9: an alias is no way to take over another host's traffic).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ng911.sip.transport.flow import Address, Flow
+from ng911.sip.transport.rules import ip_address_of
 from ng911.sip.transport.stream import StreamConnection, StreamTransport
 
 __all__ = ["TlsConnection", "TlsCredentials", "TlsTransport", "peer_identities"]
@@ -39,6 +45,8 @@ log = Logger(namespace="ng911.sip.transport.tls")
 
 #: Client contexts cached, one per far-end host name (each reads the CA file once).
 _CLIENT_OPTIONS_CACHE = 256
+#: Aliases one connection may be filed under (RFC 5923): a bound, not a number peers need.
+MAX_ALIASES = 4
 
 
 def peer_identities(certificate: x509.Certificate | None) -> tuple[str, ...]:
@@ -133,12 +141,14 @@ class TlsConnection(StreamConnection):
     """A stream connection that counts from its completed handshake on (see module doc)."""
 
     handshake_done = False
+    peer_certificate: x509.Certificate | None = None  # verified (it chained to tls.ca)
 
     def handshakeCompleted(self) -> None:
         # connectionMade ran when TCP connected (flow known, connection not yet indexed).
         self.handshake_done = True
         peer = self.transport.getPeerCertificate()
-        identities = peer_identities(peer.to_cryptography() if peer is not None else None)
+        self.peer_certificate = peer.to_cryptography() if peer is not None else None
+        identities = peer_identities(self.peer_certificate)
         assert self.flow is not None
         self.flow = dataclasses.replace(self.flow, peer_identities=identities)
         self.owner._connection_made(self)
@@ -183,6 +193,25 @@ class TlsTransport(StreamTransport):
                 pending.connector = None
         super().close_all()
 
+    def alias(self, flow: Flow, address: Address) -> bool:
+        """RFC 5923: file the accepted connection of ``flow`` under ``address`` (the sent-by of
+        a Via with ``alias``) as well, when the peer's certificate names that host. An open
+        connection already filed there keeps its place. Returns whether it is filed there."""
+        conn = self.connection(flow.connection_id)
+        if conn is None or conn.outbound or address in conn.keys:
+            return conn is not None and address in conn.keys
+        cert = getattr(conn, "peer_certificate", None)
+        if cert is None or len(conn.keys) > MAX_ALIASES or self.reusable(address) is not None:
+            return False
+        if not certificate_names(cert, address[0]):
+            log.info("alias {host}:{port} refused on {flow}: not named by its certificate",
+                     host=address[0], port=address[1], flow=flow)
+            return False
+        conn.keys += (address,)
+        self._by_remote[address] = conn
+        log.info("alias {host}:{port} for {flow} (RFC 5923)", host=address[0], port=address[1], flow=flow)
+        return True
+
     # -- a connection counts once its handshake is done ----------------------------------------
 
     def _connection_made(self, conn: StreamConnection) -> None:
@@ -207,6 +236,23 @@ class TlsTransport(StreamTransport):
         # connection-lost listeners (health probes) are not told.
         conn.closed_here = True
         super()._connection_lost(conn, reason)
+
+
+def certificate_names(certificate: x509.Certificate, host: str) -> bool:
+    """Whether a certificate's subjectAltName names ``host``: an IP address SAN for an address,
+    a DNS SAN (wildcards per RFC 6125) for a name — ``service_identity``'s rules."""
+    from service_identity import CertificateError, VerificationError
+    from service_identity.cryptography import (verify_certificate_hostname,
+                                               verify_certificate_ip_address)
+
+    try:
+        if ip_address_of(host) is not None:
+            verify_certificate_ip_address(certificate, host.strip("[]"))
+        else:
+            verify_certificate_hostname(certificate, host)
+    except (CertificateError, VerificationError, ValueError):
+        return False
+    return True
 
 
 def tls_reason(reason: Failure | None) -> str:

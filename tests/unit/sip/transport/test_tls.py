@@ -164,3 +164,28 @@ def test_make_test_certs_keeps_its_contract(tls_certs: Path) -> None:  # noqa: F
     stranger = load("stranger")
     stranger.verify_directly_issued_by(other)
     assert stranger.issuer != ca.subject
+
+
+def test_alias_reuses_an_accepted_connection_for_a_host_its_certificate_names(
+        loop: Loop, tls_certs: Path) -> None:  # noqa: F811
+    server, port = tls_server(loop, tls_certs)
+    client = loop.manager(tls=creds(tls_certs, "upstream"))  # SAN: upstream.ng911.test, 127.0.0.1
+    client.manager.send(options(transport="TLS"), Destination("TLS", "127.0.0.1", port))
+    loop.spin(lambda: server.messages)
+    flow = server.messages[0][1]
+    listening = 5999  # the client's sent-by: nobody listens there, the alias is the only way
+    assert not server.manager.alias(flow, "10.0.0.1", listening)  # not named by its certificate
+    assert server.manager.alias(flow, "127.0.0.1", listening)
+    server.manager.send(options("z9hG4bKback", transport="TLS"), Destination("TLS", "127.0.0.1", listening))
+    loop.spin(lambda: client.messages)
+    assert client.messages[0][0] == options("z9hG4bKback", transport="TLS")
+    assert len(server.manager.streams["TLS"].connections) == 1
+    assert server.errors == []
+    settle(loop, client, server)
+
+
+def test_our_via_offers_the_tls_connection_as_an_alias() -> None:
+    from ng911.sip.ua.common import new_via
+
+    assert [k for k, _ in new_via("TLS", "127.0.0.1", 5061).params] == ["branch", "rport", "alias"]
+    assert [k for k, _ in new_via("TCP", "127.0.0.1", 5060).params] == ["branch", "rport"]
