@@ -189,3 +189,38 @@ def test_our_via_offers_the_tls_connection_as_an_alias() -> None:
 
     assert [k for k, _ in new_via("TLS", "127.0.0.1", 5061).params] == ["branch", "rport", "alias"]
     assert [k for k, _ in new_via("TCP", "127.0.0.1", 5060).params] == ["branch", "rport"]
+
+
+def test_stack_listens_on_tls_and_names_that_port_in_via_and_contact(loop: Loop, tls_certs: Path) -> None:  # noqa: F811
+    from ng911.sip.stack import SipStack
+    from ng911.sip.ua import UaHandler
+
+    stack = SipStack(loop.reactor, UaHandler(), host="127.0.0.1", udp_port=0, tcp_port=0, tls_port=0,
+                     tls=creds(tls_certs, "node"))
+    stack.listen()
+    try:
+        tls_port = stack.ports["TLS"]
+        assert tls_port not in (0, stack.ports["UDP"])
+        transport, host, port = stack.local_address(Destination("TLS", "127.0.0.1", 5061))
+        assert (transport, host, port) == ("TLS", "127.0.0.1", tls_port)
+        assert str(stack.ua.contact_uri(transport, host, port)) == f"sip:ng911@127.0.0.1:{tls_port};transport=tls"
+        assert stack.local_address(Destination("UDP", "127.0.0.1", 5060))[2] == stack.ports["UDP"]
+    finally:
+        done: list[object] = []
+        stack.stop().addBoth(done.append)
+        loop.spin(lambda: done)
+
+
+def test_stack_with_client_only_credentials_does_not_listen_on_tls(loop: Loop, tls_certs: Path) -> None:  # noqa: F811
+    from ng911.sip.stack import SipStack
+    from ng911.sip.ua import UaHandler
+
+    stack = SipStack(loop.reactor, UaHandler(), host="127.0.0.1", udp_port=0, tcp_port=0, tls_port=0,
+                     tls=creds(tls_certs, None))
+    stack.listen()
+    try:
+        assert "TLS" not in stack.ports and "TLS" in stack.manager.streams
+    finally:
+        done: list[object] = []
+        stack.stop().addBoth(done.append)
+        loop.spin(lambda: done)
