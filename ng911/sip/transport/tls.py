@@ -216,6 +216,8 @@ class TlsTransport(StreamTransport):
 
     def _connection_made(self, conn: StreamConnection) -> None:
         if getattr(conn, "handshake_done", True):
+            log.info("TLS handshake with {flow} done: peer certificate names {identities}",
+                     flow=conn.flow, identities=list(conn.flow.peer_identities) if conn.flow else [])
             super()._connection_made(conn)
 
     def _connection_lost(self, conn: StreamConnection, reason: Failure | None) -> None:

@@ -1,11 +1,12 @@
 """Fixtures for SIP over TLS: ``ng911 serve`` with a TLS listener and ``ng911 ua`` peers over
 127.0.0.1 (Debian's SIPp has no TLS), certificates from ``scripts/make-test-certs.sh``.
 
-- ``tls_certs`` (session): ca.pem, node/upstream/ap/stranger .pem/.key (tests/tlscerts.py).
-- ``tls_nodes``: ``start(aps, ...)`` writes the controller tests' config (``node_config``) with
+- ``tls_certs`` (session): ca.pem, node/upstream/ap/stranger .pem/.key (tests/tlscerts.py);
+  ``ua`` (tests/integration/conftest.py) starts the ``ng911 ua`` peers.
+- ``tls_nodes``: ``start_tls(aps, ...)`` writes the controller tests' config (``node_config``) with
   "tls" in ``sip.transports`` on a free ``sip.tls_port``, a ``[tls]`` table with node.pem and
   ca.pem, ``sips:sos@127.0.0.1:<tls port>`` as a PSAP URI, and the given upstream trust, then
-  migrates and serves it (``TlsNode``: ``tls_port``, ``https_metrics()``).
+  migrates and serves it (``TlsNode``: ``tls_port``, ``https_metrics_text()``).
 - ``TlsAp``: an answer point reached at ``sips:NAME@127.0.0.1:<tls_port>``; ``ap_options()``
   the ``ng911 ua`` options that make it answer over TLS with ap.pem.
 - ``tls_options(certs, name)``: ``ng911 ua`` options to show ``name``.pem (None: no certificate).
@@ -23,7 +24,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.integration.conftest import HOST, free_port, ua  # noqa: F401  (ua is a fixture)
+from tests.integration.conftest import HOST, free_port
 from tests.integration.controller.conftest import NG911, Ap, Node, NodeFactory, db_url, node_config  # noqa: F401
 from tests.pg import pg_server  # noqa: F401  (fixture)
 from tests.tlscerts import tls_certs  # noqa: F401  (fixture)

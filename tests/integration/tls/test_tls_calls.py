@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import HOST, free_port
+from tests.integration.conftest import HOST
 
 from .conftest import NG911, Ap, TlsAp, tls_options
 
@@ -40,11 +40,8 @@ def test_client_refused_at_the_handshake_makes_no_call(tls_nodes, ua, tls_certs:
     ap1 = Ap("ap1")
     answerer = ua.answer(port=ap1.port)
     node = tls_nodes.start_tls([ap1])
-    options = tls_options(tls_certs, cert)
-    if cert == "stranger":  # it trusts our CA (so it would accept the node), shows its own
-        options = ("--tls-ca", str(tls_certs / "ca.pem"), "--tls-cert", str(tls_certs / "stranger.pem"),
-                   "--tls-key", str(tls_certs / "stranger.key"), "--tls-port", str(free_port()))
-    caller = ua.call(f"sips:sos@{HOST}:{node.tls_port}", "--timeout", "6", options=options)
+    # the stranger trusts our CA (so it would accept the node) and shows its own certificate
+    caller = ua.call(f"sips:sos@{HOST}:{node.tls_port}", "--timeout", "6", options=tls_options(tls_certs, cert))
     assert caller.wait_exit(20) != 0
     assert not caller.named("answered")
     assert node.metric("ng911_tls_handshake_failures_total", direction="inbound") >= 1
