@@ -47,7 +47,8 @@ class SipStack:
                                         tls=tls)
         self.ua = UserAgent(self, reactor, handler, config)
         self.ports: dict[str, int] = {}
-        self._want = {"UDP": udp_port, "TCP": tcp_port, "TLS": tls_port if getattr(tls, "certificate", None) is not None else None}
+        listens_tls = tls is not None and tls.certificate is not None
+        self._want = {"UDP": udp_port, "TCP": tcp_port, "TLS": tls_port if listens_tls else None}
         self._alarm = Alarm(reactor, self._tick)
         self.parse_errors = 0
         self.observer = observer  # sees ("sent" | "received", message, flow/destination)
