@@ -250,6 +250,8 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
         config=ua_config, trace=settings.sip.trace, observer=count,
     )
     controller.attach(stack.ua)
+    if "TLS" in stack.manager.streams:  # limits.handshake_timeout: a TLS handshake's deadline
+        stack.manager.streams["TLS"].handshake_timeout = settings.limits.handshake_timeout  # type: ignore[attr-defined]
 
     def ap_result(ap: AnswerPoint, ok: bool, changed: bool) -> None:
         metrics.answer_point_up.labels(answer_point=ap.name).set(1 if ap.up else 0)

@@ -141,11 +141,35 @@ class TlsConnection(StreamConnection):
     """A stream connection that counts from its completed handshake on (see module doc)."""
 
     handshake_done = False
+    handshake_timed_out = False
     peer_certificate: x509.Certificate | None = None  # verified (it chained to tls.ca)
+    _handshake_call: Any = None
+
+    def connectionMade(self) -> None:
+        # TCP is up (flow known; the connection is indexed once the handshake completes). A
+        # peer that never completes it must not hold the connection: Twisted sets no deadline.
+        super().connectionMade()
+        if not self.handshake_done and self.owner.handshake_timeout:
+            self._handshake_call = self.owner.reactor.callLater(self.owner.handshake_timeout,
+                                                                self._handshake_check)
+
+    def _handshake_check(self) -> None:
+        self._handshake_call = None
+        if not self.handshake_done and self.transport is not None:
+            self.handshake_timed_out = True
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._handshake_call is not None and self._handshake_call.active():
+            self._handshake_call.cancel()
+        self._handshake_call = None
+        super().connectionLost(reason)
 
     def handshakeCompleted(self) -> None:
-        # connectionMade ran when TCP connected (flow known, connection not yet indexed).
         self.handshake_done = True
+        if self._handshake_call is not None and self._handshake_call.active():
+            self._handshake_call.cancel()
+        self._handshake_call = None
         peer = self.transport.getPeerCertificate()
         self.peer_certificate = peer.to_cryptography() if peer is not None else None
         identities = peer_identities(self.peer_certificate)
@@ -160,9 +184,12 @@ class TlsTransport(StreamTransport):
     transport_name = "TLS"
     connection_class = TlsConnection
 
-    def __init__(self, reactor: Any, *, credentials: TlsCredentials, **options: Any) -> None:
+    def __init__(self, reactor: Any, *, credentials: TlsCredentials, handshake_timeout: float = 10.0,
+                 **options: Any) -> None:
         super().__init__(reactor, **options)
         self.credentials = credentials
+        #: seconds a connection may take to complete its handshake (0: no limit)
+        self.handshake_timeout = handshake_timeout
         self._server_options: ssl.CertificateOptions | None = None
         self._client_options: dict[str, Any] = {}
         self._closing = False
@@ -226,7 +253,8 @@ class TlsTransport(StreamTransport):
             return
         direction = "outbound" if conn.outbound else "inbound"
         self.handshake_failures[direction] += 1
-        why = tls_reason(reason)
+        why = ("no handshake within %gs" % self.handshake_timeout
+               if getattr(conn, "handshake_timed_out", False) else tls_reason(reason))
         log.warn("TLS handshake ({direction}) with {host}:{port} failed: {reason}",
                  direction=direction, host=conn.flow.remote[0] if conn.flow else "?",
                  port=conn.flow.remote[1] if conn.flow else 0, reason=why, flow=conn.flow)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from ng911.sip.transport import Destination
@@ -224,3 +225,20 @@ def test_stack_with_client_only_credentials_does_not_listen_on_tls(loop: Loop, t
         done: list[object] = []
         stack.stop().addBoth(done.append)
         loop.spin(lambda: done)
+
+
+def test_a_connection_that_never_completes_its_handshake_is_closed(loop: Loop, tls_certs: Path) -> None:  # noqa: F811
+    import socket
+
+    server, port = tls_server(loop, tls_certs)
+    tls = server.manager.streams["TLS"]
+    tls.handshake_timeout = 0.2  # type: ignore[attr-defined]
+    silent = loop.socket(socket.SOCK_STREAM)  # TCP connects, never says a word
+    try:
+        silent.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    loop.spin(lambda: tls.handshake_failures["inbound"] == 1)  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionResetError):  # aborted by the server
+        loop.recv(silent)
+    assert server.messages == [] and tls.connections == ()
