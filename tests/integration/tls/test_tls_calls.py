@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import HOST
+from tests.tlscerts import issue
 
 from .conftest import NG911, Ap, TlsAp, tls_options
 
@@ -58,8 +59,9 @@ def test_trust_by_certificate_identity_when_tls_is_required(tls_nodes, ua, tls_c
     node = tls_nodes.start_tls([ap1], identities=("upstream.ng911.test",), require_tls=True)
     target = f"sips:sos@{HOST}:{node.tls_port}"
 
-    # node.pem chains to the CA, but names localhost and node.ng911.test: not a trusted peer
-    wrong = ua.call(target, "--timeout", "15", options=tls_options(tls_certs, "node"))
+    # a certificate that chains to the CA but names another peer
+    issue(tls_certs, "other-peer", dns=("other.ng911.test",), ips=("127.0.0.1",))
+    wrong = ua.call(target, "--timeout", "15", options=tls_options(tls_certs, "other-peer"))
     assert wrong.wait_exit(25) != 0
     (failed,) = wrong.named("failed")
     assert failed["reason"].startswith("403"), failed

@@ -10,7 +10,7 @@ from cryptography import x509
 
 from ng911.sip.transport import Destination
 from ng911.sip.transport.tls import TlsCredentials, peer_identities
-from tests.tlscerts import tls_certs  # noqa: F401  (fixture)
+from tests.tlscerts import issue, tls_certs  # noqa: F401  (fixture)
 
 from .conftest import Loop, Recorder
 from .test_loopback import options
@@ -45,21 +45,9 @@ def test_identities_are_the_subject_alt_name_dns_names_and_uris(tls_certs: Path)
     assert peer_identities(ca) == ()  # no SAN: no identity (the CN is not read)
 
 
-def test_uri_identities_are_kept_whole() -> None:
-    import datetime
-
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "esrp")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.UniformResourceIdentifier("sip:esrp.example.net"),
-                x509.DNSName("esrp.example.net")]), critical=False)
-            .sign(key, hashes.SHA256()))
+def test_uri_identities_are_kept_whole(tls_certs: Path) -> None:  # noqa: F811
+    pem = issue(tls_certs, "esrp", uris=("sip:esrp.example.net",), dns=("esrp.example.net",), ips=("127.0.0.1",))
+    cert = x509.load_pem_x509_certificate(pem.read_bytes())
     assert peer_identities(cert) == ("esrp.example.net", "sip:esrp.example.net")
 
 
@@ -128,14 +116,14 @@ def test_client_without_certificate_is_served_when_none_is_required(
 
 def test_server_not_named_by_its_certificate_fails_the_waiting_sends(
         loop: Loop, tls_certs: Path) -> None:  # noqa: F811
-    # upstream.pem names upstream.ng911.test and 127.0.0.1, not ::1
-    server = loop.manager(tls=creds(tls_certs, "upstream"))
-    port = server.manager.listen_tls("::1", 0).getHost().port
+    issue(tls_certs, "elsewhere", dns=("elsewhere.ng911.test",))  # chains to ca.pem; not 127.0.0.1
+    server = loop.manager(tls=creds(tls_certs, "elsewhere"))
+    port = server.manager.listen_tls("127.0.0.1", 0).getHost().port
     client = loop.manager(tls=creds(tls_certs, "node"))
-    client.manager.send(options(transport="TLS"), Destination("TLS", "::1", port))
+    client.manager.send(options(transport="TLS"), Destination("TLS", "127.0.0.1", port))
     loop.spin(lambda: client.errors)
     flow, error = client.errors[0]
-    assert flow.transport == "TLS" and flow.remote == ("::1", port)
+    assert flow.transport == "TLS" and flow.remote == ("127.0.0.1", port)
     assert error.data == options(transport="TLS")
     assert client.manager.streams["TLS"].handshake_failures["outbound"] == 1
     loop.turn(0.1)
