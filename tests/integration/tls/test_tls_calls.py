@@ -32,6 +32,11 @@ def test_mutual_tls_call_is_answered_and_hung_up_cleanly(tls_nodes, ua, tls_cert
     (call,) = node.wait_ended(1)
     assert call["outcome"] == "answered"
     assert node.metric("ng911_tls_handshake_failures_total") == 0
+    msgs = [str(r.get("msg")) for r in node.log_records()]
+    assert any("peer certificate names ['upstream.ng911.test']" in m for m in msgs), msgs
+    # the caller offered its connection (Via ;alias) and its certificate names 127.0.0.1: the
+    # node's requests back to the caller would reuse it (RFC 5923)
+    assert any(m.startswith("alias 127.0.0.1:") and "(RFC 5923)" in m for m in msgs), msgs
     node.assert_clean()
     assert not caller.tracebacks() and not answerer.tracebacks()
 
