@@ -790,6 +790,13 @@ def _build(v: dict[str, Any], *, base_dir: Path, source: Path | None) -> Setting
     tls = _build_tls(v["tls"], base_dir)
     if "tls" in sip.transports and not tls.configured:
         raise ConfigError("tls.certificate", "is required when sip.transports has \"tls\"")
+    if not tls.configured:
+        for qi, q in enumerate(routing.queues):
+            for ai, ap in enumerate(q.answer_points):
+                uri = parse_uri(ap.uri)
+                if uri.is_secure or (uri.transport or "").upper() == "TLS":  # type: ignore[union-attr]
+                    raise ConfigError(f"queues[{qi}].answer_points[{ai}].uri",
+                                      f"{_show(ap.uri)} is reached over TLS: tls.certificate is required")
     upstream = UpstreamSettings(trusted=v["upstream"]["trusted"],
                                 trusted_identities=v["upstream"]["trusted_identities"],
                                 require_tls=v["upstream"]["require_tls"])

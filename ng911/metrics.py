@@ -139,6 +139,11 @@ METRICS: tuple[MetricSpec, ...] = (
                "transfer.allowed_targets (the call carries on)."),
     MetricSpec("sip_parse_errors", Counter, "ng911_sip_parse_errors_total",
                "Received datagrams or stream messages that are not valid SIP."),
+    MetricSpec("tls_handshake_failures", Counter, "ng911_tls_handshake_failures_total",
+               "SIP over TLS handshakes that failed, by direction: inbound (a client refused: no "
+               "certificate, or one not chaining to tls.ca) or outbound (a server we could not "
+               "verify, or that refused our certificate).",
+               ("direction",), {"direction": ("inbound", "outbound")}),
     MetricSpec("store_queue_depth", Gauge, "ng911_store_queue_depth",
                "Writes waiting for the database writer thread."),
     MetricSpec("store_write", Histogram, "ng911_store_write_seconds",
@@ -204,6 +209,7 @@ class MetricsSink(Protocol):
     sip_refer_refused: Any
     sip_transaction_timeouts: Any
     sip_parse_errors: Any
+    tls_handshake_failures: Any
     store_queue_depth: Any
     store_write: Any
     store_fenced_writes: Any
@@ -382,7 +388,13 @@ def metrics_site(registry: CollectorRegistry) -> Site:
     return site
 
 
-def serve_metrics(reactor: Any, registry: CollectorRegistry, host: str, port: int) -> Any:
+def serve_metrics(reactor: Any, registry: CollectorRegistry, host: str, port: int, *,
+                  tls: Any = None) -> Any:
     """Listen on ``host:port`` (TCP) and serve ``/metrics``; return the listening port
-    (``getHost().port`` tells which one when ``port`` is 0; ``stopListening()`` to close)."""
+    (``getHost().port`` tells which one when ``port`` is 0; ``stopListening()`` to close).
+    With ``tls`` (a :class:`ng911.sip.transport.tls.TlsCredentials`), HTTPS with its
+    certificate; no client certificate is asked for (scrapers authenticate otherwise)."""
+    if tls is not None:
+        options = tls.server_options(verify_clients=False)
+        return reactor.listenSSL(port, metrics_site(registry), options, interface=host)
     return reactor.listenTCP(port, metrics_site(registry), interface=host)

@@ -28,6 +28,7 @@ from ng911.routing.pool import AnswerPoint
 from ng911.runtime import idle_full_collection, tune_gc
 from ng911.sip.message import Request, Response
 from ng911.sip.stack import SipStack
+from ng911.sip.transport.tls import TlsCredentials
 from ng911.sip.transaction.actions import TransactionTimeout
 from ng911.sip.trust import TrustPolicy
 from ng911.sip.ua import CSEQ_GAP, UaConfig
@@ -66,6 +67,7 @@ class Service:
     member: Any = None  # the ClusterMember when cluster.enabled
     superseded: bool = False  # another process registered under this node's name: stopped
     seat_listener: Any = None  # hears seats freed by other nodes (cluster)
+    tls: Any = None  # TlsCredentials from [tls], when configured (SIP over TLS, HTTPS)
 
     def start(self) -> None:
         self.store.start()
@@ -78,7 +80,9 @@ class Service:
             self.member.start()
         if self.seat_listener is not None:
             self.seat_listener.start()
-        port = serve_metrics(self.reactor, self.registry, self.settings.metrics.host, self.settings.metrics.port)
+        metrics = self.settings.metrics
+        port = serve_metrics(self.reactor, self.registry, metrics.host, metrics.port,
+                             tls=self.tls if metrics.https else None)
         self.listening.append(port)
         from twisted.internet.task import LoopingCall
 
@@ -93,10 +97,10 @@ class Service:
         self._full_gc.clock = self.reactor
         self._full_gc.start(300.0, now=False)
         log.info(
-            "ng911 %s node %s epoch %s: SIP %s udp=%s tcp=%s, metrics http://%s:%d/metrics",
+            "ng911 %s node %s epoch %s: SIP %s udp=%s tcp=%s tls=%s, metrics %s",
             __version__, self.settings.node.name, self.epoch, self.settings.sip.host,
-            self.stack.ports.get("UDP"), self.stack.ports.get("TCP"),
-            self.settings.metrics.host, self.settings.metrics.port,
+            self.stack.ports.get("UDP"), self.stack.ports.get("TCP"), self.stack.ports.get("TLS"),
+            metrics_url(self.settings),
         )
 
     @property
@@ -136,6 +140,9 @@ class Service:
         for what, n in list(getattr(store, "shed", {}).items()):
             self._count(("shed", what), n, metrics.store_shed.labels(what=what))
         self._count("coalesced", getattr(store, "coalesced", 0), metrics.store_coalesced)
+        tls = self.stack.manager.streams.get("TLS")
+        for direction, n in list(getattr(tls, "handshake_failures", {}).items()):
+            self._count(("tls", direction), n, metrics.tls_handshake_failures.labels(direction=direction))
 
     def _count(self, key: Any, total: int, counter: Any) -> None:
         delta = total - self._counted.get(key, 0)
@@ -165,6 +172,12 @@ class Service:
         d = self.stack.stop()
         self.store.stop(timeout=5.0)
         return d
+
+
+def metrics_url(settings: Settings) -> str:
+    """Where this node serves its metrics (https when ``metrics.https``)."""
+    m = settings.metrics
+    return f"{'https' if m.https else 'http'}://{m.host}:{m.port}/metrics"
 
 
 def prepare_database(settings: Settings) -> bool:
@@ -227,13 +240,18 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
         metrics.sip_messages.labels(direction=direction, kind=kind).inc()
 
     transports = set(settings.sip.transports)
+    tls = TlsCredentials.from_settings(settings.tls) if settings.tls.configured else None
     stack = SipStack(
         reactor, controller, host=settings.sip.host,
         udp_port=settings.sip.port if "udp" in transports else None,
         tcp_port=settings.sip.port if "tcp" in transports else None,
+        # with [tls] the node reaches sips: answer points even when it does not listen on TLS
+        tls_port=settings.sip.tls_port if "tls" in transports else None, tls=tls,
         config=ua_config, trace=settings.sip.trace, observer=count,
     )
     controller.attach(stack.ua)
+    if "TLS" in stack.manager.streams:  # limits.handshake_timeout: a TLS handshake's deadline
+        stack.manager.streams["TLS"].handshake_timeout = settings.limits.handshake_timeout  # type: ignore[attr-defined]
 
     def ap_result(ap: AnswerPoint, ok: bool, changed: bool) -> None:
         metrics.answer_point_up.labels(answer_point=ap.name).set(1 if ap.up else 0)
@@ -272,7 +290,8 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
         store.on_stored = stored
     # a backlogged store pushes back on non-emergency work (503 + Retry-After)
     controller.overload.backlogged = lambda: bool(getattr(store, "backlogged", False))
-    service = Service(settings, reactor, store, metrics, registry, controller, stack, health, epoch, observer)
+    service = Service(settings, reactor, store, metrics, registry, controller, stack, health, epoch, observer,
+                      tls=tls)
     if settings.cluster.enabled:
         from ng911.cluster.member import ClusterMember
 
@@ -306,4 +325,4 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
     return service
 
 
-__all__ = ["Service", "SchemaBehind", "TransactionTimeout", "make_service", "prepare_database"]
+__all__ = ["Service", "SchemaBehind", "TransactionTimeout", "make_service", "metrics_url", "prepare_database"]

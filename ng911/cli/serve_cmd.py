@@ -67,7 +67,7 @@ def serve(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
     from ng911.logs import setup_logging
-    from ng911.service import SchemaBehind, make_service, prepare_database
+    from ng911.service import SchemaBehind, make_service, metrics_url, prepare_database
 
     setup_logging(args.log_level, args.log_format, sys.stderr)
     try:
@@ -83,7 +83,7 @@ def serve(args: argparse.Namespace) -> int:
     print(json.dumps({"event": "serving", "node": settings.node.name, "epoch": service.epoch,
                       "store": "up" if service.store_up else "degraded",
                       "sip": {"host": settings.sip.host, **{k.lower(): v for k, v in service.stack.ports.items()}},
-                      "metrics": f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"}), flush=True)
+                      "metrics": metrics_url(settings)}), flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", service.stop)
     reactor.run()
     return EXIT_SUPERSEDED if service.superseded else 0
@@ -107,9 +107,16 @@ def node_state(settings: Any, timeout: float = 2.0) -> dict[str, Any]:
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    url = f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"
+    from ng911.service import metrics_url
+
+    url = metrics_url(settings)
+    context = None
+    if settings.metrics.https:  # our own certificate: it chains to tls.ca and names the host
+        import ssl
+
+        context = ssl.create_default_context(cafile=settings.tls.ca)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             text = resp.read().decode()
     except OSError as exc:
         return {"running": False, "metrics": url, "error": str(exc)}

@@ -3,6 +3,12 @@
     ng911 ua answer --listen 127.0.0.1:5070            # UAS: answers every INVITE with SDP
     ng911 ua call sip:svc@127.0.0.1:5060 --calls 10     # UAC: places calls, hangs up, reports
 
+SIP over TLS (mutual TLS): ``--tls-cert/--tls-key`` (our certificate, shown as client and
+server), ``--tls-ca`` (the CAs the far end must chain to), ``--tls-port`` (TLS listen port;
+default: the --listen port + 1). Then ``call sips:sos@127.0.0.1:5061`` (or
+``sip:...;transport=tls``) goes over TLS, and ``answer`` answers over TLS too. ``--tls-ca``
+without a certificate: a client that shows none (it cannot listen on TLS).
+
 It prints one JSON line per event (``--quiet``: only the "listening" line and the summary) and a closing line
 ``N passed, M failed`` for `call`; exit status 0 only when every call succeeded.
 """
@@ -42,6 +48,13 @@ def register(sub: Any) -> None:
     p.add_argument("--session-expires", type=int, default=1800, help="RFC 4028 interval to ask for (default 1800)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument("--trace", action="store_true", help="log every SIP message sent and received")
+    p.add_argument("--tls-cert", help="PEM certificate (then its chain) to show over TLS, as client and server")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert (default: in the --tls-cert file)")
+    p.add_argument("--tls-ca", help="PEM CAs the TLS far end must chain to (enables TLS)")
+    p.add_argument("--tls-port", type=int, default=None,
+                   help="TLS listen port, when --tls-cert is given (default: the --listen port + 1; 0: any)")
+    p.add_argument("--tls-optional-client-cert", action="store_true",
+                   help="as a TLS server, accept clients that show no certificate")
     roles = p.add_subparsers(dest="role", metavar="ROLE", required=True)
     a = roles.add_parser("answer", help="UAS: answer every INVITE")
     a.add_argument("--ring", type=float, default=0.0, help="seconds to ring (180) before answering")
@@ -143,6 +156,21 @@ class Caller(UaHandler):
         self._finish(reason in ("remote BYE", "cancelled"))
 
 
+def _tls(args: argparse.Namespace, port: int) -> tuple[Any, int | None]:
+    """TLS credentials from the --tls-* options (None: no TLS) and the TLS port to listen on."""
+    if not args.tls_ca:
+        if args.tls_cert:
+            raise SystemExit("ng911 ua: --tls-cert needs --tls-ca")
+        return None, None
+    from ng911.sip.transport.tls import TlsCredentials
+
+    creds = TlsCredentials.from_files(ca=args.tls_ca, certificate=args.tls_cert, private_key=args.tls_key,
+                                      require_client_certificate=not args.tls_optional_client_cert)
+    if not args.tls_cert:
+        return creds, None
+    return creds, (port + 1 if args.tls_port is None and port else args.tls_port or 0)
+
+
 def run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
@@ -157,12 +185,14 @@ def run(args: argparse.Namespace) -> int:
         handler: UaHandler = Answerer(args, reactor, emit, host, 40000)
     else:
         handler = Caller(args, reactor, emit, lambda: reactor.callLater(0.2, reactor.stop))
-    stack = SipStack(reactor, handler, host=host, udp_port=port, tcp_port=port, config=config, trace=args.trace)
+    tls, tls_port = _tls(args, port)
+    stack = SipStack(reactor, handler, host=host, udp_port=port, tcp_port=port, tls_port=tls_port, tls=tls,
+                     config=config, trace=args.trace)
     stack.listen()
     from ng911.runtime import tune_gc
 
     tune_gc()
-    emit("listening", host=host, udp=stack.ports.get("UDP"), tcp=stack.ports.get("TCP"))
+    emit("listening", host=host, udp=stack.ports.get("UDP"), tcp=stack.ports.get("TCP"), tls=stack.ports.get("TLS"))
 
     if args.role == "answer":
         if args.exit_after > 0:

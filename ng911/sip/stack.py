@@ -12,9 +12,9 @@ from typing import Any, Callable
 from ng911.sip.badrequest import best_effort_400
 from ng911.sip.message import Request, Response, parse_message
 from ng911.sip.errors import SipParseError
-from ng911.sip.transport.flow import Destination, Flow, TransportError
+from ng911.sip.transport.flow import Destination, Flow, TransportError, default_port
 from ng911.sip.transport.manager import TransportManager
-from ng911.sip.transport.rules import destination_for_request, stamp_received
+from ng911.sip.transport.rules import destination_for_request, socket_host, stamp_received
 from ng911.sip.timerwheel import Alarm
 from ng911.sip.ua import UaConfig, UaHandler, UserAgent
 from ng911.sip.uri import Uri
@@ -31,6 +31,8 @@ class SipStack:
         host: str = "127.0.0.1",
         udp_port: int | None = 5060,
         tcp_port: int | None = 5060,
+        tls_port: int | None = None,
+        tls: Any = None,
         config: UaConfig | None = None,
         trace: bool = False,
         observer: Callable[[str, Request | Response, Any], None] | None = None,
@@ -38,11 +40,15 @@ class SipStack:
         self.reactor = reactor
         self.host = host
         self.trace = trace
+        # tls: a ng911.sip.transport.tls.TlsCredentials; the TLS transport listens on tls_port
+        # when that is not None (and the credentials hold a certificate), else only connects.
         self.manager = TransportManager(reactor, self._on_bytes, self._on_transport_error,
-                                        on_connection_lost=self._on_connection_lost, trace=trace)
+                                        on_connection_lost=self._on_connection_lost, trace=trace,
+                                        tls=tls)
         self.ua = UserAgent(self, reactor, handler, config)
         self.ports: dict[str, int] = {}
-        self._want = {"UDP": udp_port, "TCP": tcp_port}
+        listens_tls = tls is not None and tls.certificate is not None
+        self._want = {"UDP": udp_port, "TCP": tcp_port, "TLS": tls_port if listens_tls else None}
         self._alarm = Alarm(reactor, self._tick)
         self.parse_errors = 0
         self.observer = observer  # sees ("sent" | "received", message, flow/destination)
@@ -58,6 +64,8 @@ class SipStack:
         if tcp is not None:
             port = tcp if tcp != 0 or udp is None else self.ports["UDP"]
             self.ports["TCP"] = self.manager.listen_tcp(self.host, port).getHost().port
+        if self._want["TLS"] is not None:
+            self.ports["TLS"] = self.manager.listen_tls(self.host, self._want["TLS"]).getHost().port
 
     def stop(self) -> Any:
         self._alarm.cancel()
@@ -100,10 +108,19 @@ class SipStack:
             except SipParseError as exc:
                 log.info("bad Via from %s: %s", flow, exc.reason)
                 return
+            if flow.transport == "TLS" and flow.connection_id is not None:
+                self._alias(msg, flow)  # type: ignore[arg-type]
         if self.observer is not None:
             self.observer("received", msg, flow)
         self.ua.receive(msg, flow)
         self.wake()
+
+    def _alias(self, request: Request, flow: Flow) -> None:
+        """RFC 5923: a Via with ``alias`` offers the connection for our requests to its sent-by."""
+        via = request.top_via
+        if any(name.lower() == "alias" for name, _ in via.params):
+            host, port = via.sent_by
+            self.manager.alias(flow, socket_host(host), port or default_port(flow.transport))
 
     def _on_transport_error(self, flow: Flow, error: TransportError) -> None:
         log.info("transport error on %s: %s", flow, error)

@@ -14,6 +14,7 @@ from ng911.config import (
     KEYS,
     REQUIRED,
     ConfigError,
+    TlsSettings,
     generated_section,
     load_settings,
     render_key_reference,
@@ -128,6 +129,22 @@ def test_single_node_example_keeps_the_contract() -> None:
     assert s.database.dialect == "sqlite"
     assert s.database.sqlite_path == EXAMPLES.resolve() / "var" / "ng911.sqlite"
     assert s.database.url == f"sqlite:///{EXAMPLES.resolve() / 'var' / 'ng911.sqlite'}"
+
+
+def test_single_node_tls_example_is_single_node_plus_tls() -> None:
+    plain = load_settings(EXAMPLES / "single-node.toml", env={})
+    s = load_settings(EXAMPLES / "single-node-tls.toml", env={})
+    assert s.sip.transports == ("udp", "tcp", "tls") and (s.sip.host, s.sip.tls_port) == ("127.0.0.1", 5061)
+    tls_dir = EXAMPLES.resolve() / "tls"
+    assert s.tls == TlsSettings(certificate=str(tls_dir / "node.pem"), private_key=str(tls_dir / "node.key"),
+                                ca=str(tls_dir / "ca.pem"), require_client_certificate=True)
+    # trusting upstream peers whose certificate chains to ca.pem: any verified identity
+    assert s.upstream.trusted_identities == () and not s.upstream.require_tls
+    assert s.upstream.trusted == plain.upstream.trusted
+    assert s.routing.psap_uris == plain.routing.psap_uris + ("sips:sos@127.0.0.1:5061",)
+    assert s.routing.queues == plain.routing.queues
+    assert (s.routing.health, s.routing.failover) == (plain.routing.health, plain.routing.failover)
+    assert (s.api, s.metrics, s.database) == (plain.api, plain.metrics, plain.database)
 
 
 def test_single_node_example_takes_the_database_from_the_environment() -> None:
@@ -247,6 +264,11 @@ def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path) -> 
          "queues[0].answer_points[0].capacity: must be a positive integer, got true"),
         ("queues[0].answer_points[0].uri", "tel:+15551234",
          "queues[0].answer_points[0].uri: must be a sip: or sips: URI, got \"tel:+15551234\""),
+        ("queues[0].answer_points[0].uri", "sips:ap1@127.0.0.1:5071",
+         "queues[0].answer_points[0].uri: \"sips:ap1@127.0.0.1:5071\" is reached over TLS: tls.certificate is required"),
+        ("queues[0].answer_points[1].uri", "sip:ap2@127.0.0.1:5071;transport=tls",
+         "queues[0].answer_points[1].uri: \"sip:ap2@127.0.0.1:5071;transport=tls\" is reached over TLS: "
+         "tls.certificate is required"),
         ("queues[0].answer_points[0].uri", "sip:ap1@127.0.0.1:99999",
          "queues[0].answer_points[0].uri: must be a sip: or sips: URI (Bad port), got \"sip:ap1@127.0.0.1:99999\""),
         ("sip.port", 0, "sip.port: must be a port number between 1 and 65535, got 0"),

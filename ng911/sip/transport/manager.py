@@ -64,7 +64,7 @@ class TransportManager:
                  on_error: Callable[[Flow, TransportError], None], *,
                  on_connection_lost: Callable[[Flow, str], None] | None = None,
                  idle_timeout: float | None = 300.0, connect_timeout: float = 10.0,
-                 trace: bool = False, **stream_options: Any) -> None:
+                 trace: bool = False, tls: Any = None, **stream_options: Any) -> None:
         self.reactor = reactor
         self.on_message = on_message
         self.on_error = on_error
@@ -72,11 +72,15 @@ class TransportManager:
         self.udp: list[SipDatagramProtocol] = []
         self._udp_ports: list[IListeningPort] = []
         self.streams: dict[str, StreamTransport] = {}
-        self.add_stream_transport(TcpTransport(
-            reactor, on_message=on_message, on_transport_error=self._call_on_error,
-            on_bad_stream=_bad_stream_reply, on_connection_lost=on_connection_lost,
-            idle_timeout=idle_timeout,
-            connect_timeout=connect_timeout, trace=trace, **stream_options))
+        common = dict(on_message=on_message, on_transport_error=self._call_on_error,
+                      on_bad_stream=_bad_stream_reply, on_connection_lost=on_connection_lost,
+                      idle_timeout=idle_timeout, connect_timeout=connect_timeout, trace=trace,
+                      **stream_options)
+        self.add_stream_transport(TcpTransport(reactor, **common))
+        if tls is not None:  # a ng911.sip.transport.tls.TlsCredentials
+            from ng911.sip.transport.tls import TlsTransport
+
+            self.add_stream_transport(TlsTransport(reactor, credentials=tls, **common))
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -101,6 +105,9 @@ class TransportManager:
 
     def listen_tcp(self, host: str, port: int) -> IListeningPort:
         return self.tcp.listen(host, port)
+
+    def listen_tls(self, host: str, port: int) -> IListeningPort:
+        return self.streams["TLS"].listen(host, port)
 
     def listen(self, host: str, port: int) -> int:
         """TCP and UDP on the same interface and port (§18.2.1: a UDP listener MUST have a TCP
@@ -147,6 +154,12 @@ class TransportManager:
             self.send(data, fallback)
             return
         stream.send(data, target)
+
+    def alias(self, flow: Flow, host: str, port: int) -> bool:
+        """RFC 5923: reuse the stream connection of ``flow`` for requests to (host, port), when
+        its transport allows it (TLS: the peer's certificate names the host)."""
+        alias = getattr(self.streams.get(flow.transport), "alias", None)
+        return bool(alias is not None and alias(flow, (host, port)))
 
     def send_response(self, response: Response, source: Flow | None) -> ResponseRoute:
         """Route a response by its top Via (§18.2.2) and send it; returns the route taken."""

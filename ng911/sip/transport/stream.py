@@ -144,7 +144,7 @@ class _InboundFactory(ServerFactory):
         self.owner = owner
 
     def buildProtocol(self, addr: Any) -> StreamConnection:
-        return StreamConnection(self.owner, next(_connection_ids), outbound=False)
+        return self.owner.connection_class(self.owner, next(_connection_ids), outbound=False)
 
 
 class _Pending:
@@ -169,8 +169,8 @@ class _OutboundFactory(ClientFactory):
         peer = (getattr(addr, "host", None), getattr(addr, "port", None))
         if peer != self.pending.key and peer[0] is not None:
             keys = (self.pending.key, peer)  # file under the name asked for and the address
-        return StreamConnection(self.owner, self.pending.connection_id, outbound=True,
-                                keys=keys)  # type: ignore[arg-type]
+        return self.owner.connection_class(self.owner, self.pending.connection_id, outbound=True,
+                                           keys=keys)  # type: ignore[arg-type]
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         self.owner._connect_failed(self.pending, reason)
@@ -188,6 +188,8 @@ class StreamTransport:
     """
 
     transport_name = "TCP"
+    #: what accepted and opened connections are (TLS: a subclass that waits for its handshake)
+    connection_class: type[StreamConnection] = StreamConnection
 
     def __init__(self, reactor: Any, *,
                  on_message: Callable[[bytes, Flow], None],

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from ng911.sip.body import sdp_of
-from ng911.sip.builders import make_response, new_branch, new_call_id, new_tag
+from ng911.sip.builders import make_response, new_call_id, new_tag
 from ng911.sip.dialog import CONFIRMED, Dialog, DialogError
 from ng911.sip.errors import SipParseError
 from ng911.sip.headers import Via
@@ -40,6 +40,7 @@ from ng911.sip.ua.common import (
     _next_hop,
     _session_expires,
     _uas_response,
+    new_via,
 )
 from ng911.sip.ua.session import Session
 from ng911.sip.uri import SipUri, Uri, parse_uri
@@ -278,7 +279,7 @@ class UserAgent(InviteAdoption):
             if _moved_to_tcp_for_size(hop, dest):
                 udp_fallback = type(dest)("UDP", dest.host, dest.port)
         transport, host, port = self.port.local_address(dest)
-        via = Via(transport, host, port, (("branch", new_branch()), ("rport", None)))
+        via = new_via(transport, host, port)
         headers = request.headers.prepend("Via", str(via))
         contact_added = False
         if request.method in ("INVITE", "UPDATE", "SUBSCRIBE", "REFER", "NOTIFY") and "contact" not in headers:

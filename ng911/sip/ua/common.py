@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ng911.sip.body import sdp_of
-from ng911.sip.builders import make_response, new_tag
+from ng911.sip.builders import make_response, new_branch, new_tag
 from ng911.sip.errors import SipParseError
+from ng911.sip.headers import Via
 from ng911.sip.message import Request, Response
 from ng911.sip.uri import SipUri, Uri
 
@@ -26,6 +27,15 @@ INCOMING, CALLING, SESSION_EARLY, ANSWERED, SESSION_CONFIRMED, SESSION_TERMINATE
     "confirmed",
     "terminated",
 )
+
+
+def new_via(transport: str, host: str, port: int) -> Via:
+    """Our Via for a new request: a fresh branch, ``rport`` (RFC 3581), and over TLS ``alias``
+    (RFC 5923: the far end may send its own requests back over the connection we open)."""
+    params: tuple[tuple[str, str | None], ...] = (("branch", new_branch()), ("rport", None))
+    if transport == "TLS":
+        params += (("alias", None),)
+    return Via(transport, host, port, params)
 
 
 @dataclass

@@ -13,9 +13,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ng911.sip.body import sdp_of
-from ng911.sip.builders import make_response, new_branch, new_tag
+from ng911.sip.builders import make_response, new_tag
 from ng911.sip.dialog import CONFIRMED, TERMINATED, Dialog
-from ng911.sip.headers import Via
 from ng911.sip.message import Request, Response
 from ng911.sip.timerwheel import TimerHandle
 from ng911.sip.transaction.errors import LocalProtocolError
@@ -35,6 +34,7 @@ from ng911.sip.ua.common import (
     _session_expires,
     _session_expires_or_none,
     failure_cause,
+    new_via,
 )
 from ng911.sip.ua.prack import ReliableProvisionals
 from ng911.sip.ua.reinvite import Reinvites, _Reinvite
@@ -452,7 +452,7 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
 
     def _with_via(self, request: Request, dest: Any) -> Request:
         transport, host, port = self.ua.port.local_address(dest)
-        via = Via(transport, host, port, (("branch", new_branch()), ("rport", None)))
+        via = new_via(transport, host, port)
         return request.replace(headers=request.headers.prepend("Via", str(via)))
 
     def _send_ack(self, seq: int, sdp: bytes | None = None) -> Request:
