@@ -22,6 +22,7 @@ from ng911 import __version__
 from ng911.call.controller import Controller
 from ng911.call.observer import CallObserver
 from ng911.config import Settings
+from ng911.emergency.classify import classify
 from ng911.metrics import Metrics, serve_metrics, sip_message_kind
 from ng911.routing.health import HealthMonitor
 from ng911.routing.pool import AnswerPoint
@@ -31,6 +32,7 @@ from ng911.sip.stack import SipStack
 from ng911.sip.transaction.actions import TransactionTimeout
 from ng911.sip.trust import TrustPolicy
 from ng911.sip.ua import CSEQ_GAP, UaConfig
+from ng911.sip.uri import parse_uri
 from ng911.store import db as store_db
 from ng911.store.store import PENDING_EPOCH, SqlStore
 
@@ -136,6 +138,13 @@ class Service:
         for what, n in list(getattr(store, "shed", {}).items()):
             self._count(("shed", what), n, metrics.store_shed.labels(what=what))
         self._count("coalesced", getattr(store, "coalesced", 0), metrics.store_coalesced)
+        stack = self.stack  # the [limits]: what is held, and every refusal by reason
+        for reason, n in list(stack.shed.items()):
+            self._count(("sip_shed", reason), n, metrics.sip_shed.labels(reason=reason))
+        metrics.sip_transactions.set(len(stack.ua.layer))
+        metrics.sip_dialogs.set(len(stack.ua.dialogs))
+        metrics.sip_connections.set(stack.connections.total if stack.connections is not None else 0)
+        metrics.sip_tracked_sources.set(len(stack.rate) if stack.rate is not None else 0)
 
     def _count(self, key: Any, total: int, counter: Any) -> None:
         delta = total - self._counted.get(key, 0)
@@ -193,6 +202,23 @@ def prepare_database(settings: Settings) -> bool:
         )
 
 
+def peer_hosts(settings: Settings) -> set[str]:
+    """Hosts of the answer points, transfer targets and media server: their responses and
+    in-dialog requests (a position's BYE, REFER) are never shed by the [limits]. (Host names
+    are compared as written: give these URIs as addresses.)"""
+    uris = [ap.uri for q in settings.routing.queues for ap in q.answer_points]
+    uris += list(settings.transfer_targets) + ([settings.media] if settings.media else [])
+    hosts = set()
+    for uri in uris:
+        try:
+            host = getattr(parse_uri(uri), "host", None)
+        except ValueError:
+            continue
+        if host:
+            hosts.add(host.strip("[]"))
+    return hosts
+
+
 def make_service(settings: Settings, reactor: Any, *, store: Any = None, registry: CollectorRegistry | None = None) -> Service:
     registry = registry or CollectorRegistry()
     metrics = Metrics(registry)
@@ -234,6 +260,9 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
         config=ua_config, trace=settings.sip.trace, observer=count,
     )
     controller.attach(stack.ua)
+    psap_uris = settings.routing.psap_uris
+    stack.set_limits(settings.limits, trusts=controller.trust.trusts, exempt_hosts=peer_hosts(settings),
+                     is_emergency=lambda request: classify(request, psap_uris) == "emergency")
 
     def ap_result(ap: AnswerPoint, ok: bool, changed: bool) -> None:
         metrics.answer_point_up.labels(answer_point=ap.name).set(1 if ap.up else 0)
