@@ -69,6 +69,7 @@ class SipStack:
         self._exempt_hosts: frozenset[str] = frozenset()
         self._is_emergency: Callable[[Request], bool] = lambda request: False
         self._parse_log = LogThrottle()
+        self._guard: StreamGuard | None = None
 
     def set_limits(self, limits: Any, *, trusts: Callable[[Flow], bool], exempt_hosts: Any = (),
                    is_emergency: Callable[[Request], bool] = lambda request: False) -> None:
@@ -85,10 +86,15 @@ class SipStack:
         self.rate = RateLimiter(limits.untrusted_rate, limits.untrusted_burst,
                                 limits.untrusted_total_rate, limits.tracked_sources)
         self.connections = ConnectionCounter(limits.max_connections, limits.max_connections_per_source)
-        guard = StreamGuard(self.connections, self._exempt, self._count_shed,
-                            buffer=limits.stream_buffer, first_message_timeout=limits.handshake_timeout)
+        self._guard = StreamGuard(self.connections, self._exempt, self._count_shed, buffer=limits.stream_buffer,
+                                  first_message_timeout=limits.handshake_timeout)
+        self._guard_streams()
+
+    def _guard_streams(self) -> None:
+        """Every stream transport (TCP, and TLS however late it was added) shares one guard."""
         for stream in self.manager.streams.values():
-            stream.set_guard(guard)
+            if self._guard is not None and stream.guard is None:
+                stream.set_guard(self._guard)
 
     def _exempt(self, flow: Flow) -> bool:
         return flow.remote[0] in self._exempt_hosts or self._trusts(flow)
@@ -97,6 +103,7 @@ class SipStack:
         self.shed[reason] = self.shed.get(reason, 0) + 1
 
     def listen(self) -> None:
+        self._guard_streams()
         udp, tcp = self._want["UDP"], self._want["TCP"]
         if udp is not None:
             self.ports["UDP"] = self.manager.listen_udp(self.host, udp).getHost().port

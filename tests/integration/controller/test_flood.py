@@ -7,6 +7,7 @@ call setup p99 before and during the flood, RSS before, during and after."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -60,6 +61,40 @@ def p99(values: list[float]) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+
+
+def test_an_untrusted_invite_gets_one_403_never_retransmitted_never_towards_maddr(node_factory, sipp):
+    ap1 = Ap("ap1")
+    sipp.ap("ap_answer.xml", ap1, timeout=30)
+    node = node_factory.start([ap1], trusted=("127.0.0.1/32",))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim:
+        stranger.bind(("127.0.0.7", 0))
+        victim.bind(("127.0.0.8", 0))
+        me, victim_port = stranger.getsockname()[1], victim.getsockname()[1]
+        invite = (f"INVITE urn:service:sos SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.8:{victim_port};branch=z9hG4bKspoof1;maddr=127.0.0.8;rport\r\n"
+                  f"Max-Forwards: 70\r\nFrom: <sip:x@127.0.0.7>;tag=s1\r\nTo: <urn:service:sos>\r\n"
+                  f"Call-ID: spoof1@127.0.0.7\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode()
+        stranger.sendto(invite, ("127.0.0.1", node.sip_port))
+        stranger.settimeout(4.0)  # T1 = 0.5 s here: a transaction would have retransmitted 3 times
+        victim.settimeout(0.1)
+        got: list[bytes] = []
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            try:
+                got.append(stranger.recv(65535))
+            except socket.timeout:
+                break
+        with pytest.raises(socket.timeout):
+            victim.recv(65535)
+    assert len(got) == 1 and got[0].startswith(b"SIP/2.0 403"), got  # one, to the packet's source
+    wait_shed = time.monotonic() + 5
+    while node.metric("ng911_sip_shed_total", reason="untrusted_stateless_403") < 1:
+        assert time.monotonic() < wait_shed
+        time.sleep(0.2)
+    assert node.all_calls() == []
+    node.assert_clean()
 
 
 def test_emergency_calls_are_served_through_a_flood(node_factory, sipp, tmp_path):

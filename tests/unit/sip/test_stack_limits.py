@@ -136,3 +136,10 @@ def test_past_the_dialog_cap_only_emergency_calls_from_trusted_peers_are_taken()
     assert statuses(sent) == [503] and stack.shed == {"dialogs_cap": 1} and taker.invites == []
     stack._on_bytes(invite(TRUSTED), udp(TRUSTED))
     assert len(taker.invites) == 1
+
+
+def test_over_tcp_the_stateless_answer_goes_back_over_the_connection_it_came_on() -> None:
+    stack, _, sent = make()
+    flow = Flow("TCP", ("127.0.0.1", 5060), ("127.0.0.9", 40001), 17)
+    stack._on_bytes(invite("127.0.0.9").replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), flow)
+    assert statuses(sent) == [403] and sent[0][1] == flow and len(stack.ua.layer) == 0
