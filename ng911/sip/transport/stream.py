@@ -131,8 +131,8 @@ class StreamConnection(Protocol):
             return
         guard = self.owner.guard
         if guard is not None and self.framer.buffered > guard.buffer:
-            log.info("closing {flow}: {n} octets of an incomplete message", flow=flow,
-                     n=self.framer.buffered)
+            log.debug("closing {flow}: {n} octets of an incomplete message", flow=flow,
+                      n=self.framer.buffered)
             self.abort("buffer")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
@@ -173,7 +173,7 @@ class StreamConnection(Protocol):
     def _first_message_check(self) -> None:
         self._deadline_call = None
         if self.open and not self.framed:
-            log.info("closing {flow}: no whole message in time", flow=self.flow)
+            log.debug("closing {flow}: no whole message in time", flow=self.flow)
             self.abort("first_message_timeout")
 
     def arm_idle(self, timeout: float) -> None:
@@ -186,7 +186,8 @@ class StreamConnection(Protocol):
             return
         idle_for = self.owner.reactor.seconds() - self.last_activity
         if idle_for >= timeout:
-            log.info("closing idle {flow} after {idle:.1f}s", flow=self.flow, idle=idle_for)
+            (log.info if self.exempt else log.debug)("closing idle {flow} after {idle:.1f}s", flow=self.flow,
+                                                     idle=idle_for)
             self.close()
         else:
             self._idle_call = self.owner.reactor.callLater(timeout - idle_for,
@@ -404,8 +405,9 @@ class StreamTransport:
             conn.keys = (flow.remote,)
         for key in conn.keys:
             self._by_remote[key] = conn
-        log.info("{transport} {direction} {flow}", transport=self.transport_name,
-                 direction="connected" if conn.outbound else "accepted", flow=flow)
+        # a stranger's connections at debug: a connect/close loop must not flood the log
+        (log.info if conn.exempt else log.debug)("{transport} {direction} {flow}", transport=self.transport_name,
+                                                 direction="connected" if conn.outbound else "accepted", flow=flow)
         if idle:
             conn.arm_idle(idle)
         if conn.outbound:
@@ -438,8 +440,8 @@ class StreamTransport:
             if self._by_remote.get(key) is conn:
                 del self._by_remote[key]
         why = reason.getErrorMessage() if reason else ""
-        log.info("{transport} closed {flow}: {reason}", transport=self.transport_name,
-                 flow=conn.flow, reason=why)
+        (log.info if conn.exempt else log.debug)("{transport} closed {flow}: {reason}",
+                                                 transport=self.transport_name, flow=conn.flow, reason=why)
         if self.on_connection_lost is not None and conn.flow is not None and not conn.closed_here:
             self.reactor.callLater(0, self._call_lost_handler, conn.flow, why)
 
@@ -461,7 +463,8 @@ class StreamTransport:
     def _framing_error(self, conn: StreamConnection, error: FramingError) -> None:
         flow = conn.flow
         assert flow is not None
-        log.warn("bad stream on {flow}: {reason}; closing", flow=flow, reason=error.reason)
+        (log.warn if conn.exempt else log.debug)("bad stream on {flow}: {reason}; closing", flow=flow,
+                                                 reason=error.reason)
         reply: bytes | None = None
         if self.guard is not None and error.status_hint in (413, 513):
             self.guard.on_shed("buffer")  # a message larger than limits.stream_buffer
