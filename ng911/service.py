@@ -30,6 +30,7 @@ from ng911.runtime import idle_full_collection, tune_gc
 from ng911.sip.message import Request, Response
 from ng911.sip.stack import SipStack
 from ng911.sip.transaction.actions import TransactionTimeout
+from ng911.sip.transport.rules import ip_address_of
 from ng911.sip.trust import TrustPolicy
 from ng911.sip.ua import CSEQ_GAP, UaConfig
 from ng911.sip.uri import parse_uri
@@ -80,6 +81,10 @@ class Service:
             self.member.start()
         if self.seat_listener is not None:
             self.seat_listener.start()
+        for host in peer_hosts(self.settings):  # an answer point named by host: its address too
+            if ip_address_of(host) is None:
+                self.reactor.resolve(host).addCallbacks(self.stack.exempt_host, lambda f, h=host: log.warning(
+                    "cannot resolve %s (an answer point's host): its traffic is limited as a stranger's", h))
         port = serve_metrics(self.reactor, self.registry, self.settings.metrics.host, self.settings.metrics.port)
         self.listening.append(port)
         from twisted.internet.task import LoopingCall
@@ -204,8 +209,8 @@ def prepare_database(settings: Settings) -> bool:
 
 def peer_hosts(settings: Settings) -> set[str]:
     """Hosts of the answer points, transfer targets and media server: their responses and
-    in-dialog requests (a position's BYE, REFER) are never shed by the [limits]. (Host names
-    are compared as written: give these URIs as addresses.)"""
+    in-dialog requests (a position's BYE, REFER) are never shed by the [limits]. A host name
+    is resolved once when the node starts (one address): give these URIs as addresses."""
     uris = [ap.uri for q in settings.routing.queues for ap in q.answer_points]
     uris += list(settings.transfer_targets) + ([settings.media] if settings.media else [])
     hosts = set()

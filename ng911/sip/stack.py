@@ -96,6 +96,10 @@ class SipStack:
             if self._guard is not None and stream.guard is None:
                 stream.set_guard(self._guard)
 
+    def exempt_host(self, address: str) -> None:
+        """One more address never shed (an answer point's host name, once resolved)."""
+        self._exempt_hosts = self._exempt_hosts | {address}
+
     def _exempt(self, flow: Flow) -> bool:
         return flow.remote[0] in self._exempt_hosts or self._trusts(flow)
 
