@@ -61,9 +61,10 @@ def _worker(index: int, target: tuple[str, int], sources: list[str], rate: float
     start = time.monotonic()
     end = start + duration
     i = 0
+    parent = os.getppid()
     while True:
         now = time.monotonic()
-        if now >= end:
+        if now >= end or os.getppid() != parent:  # done, or the flooder was stopped: stop too
             break
         due = int((now - start) * rate) - sent
         due = min(due, int(rate))  # after a stall: catch up at most one second's worth
@@ -99,7 +100,8 @@ def _slowloris(target: tuple[str, int], source: str, count: int, duration: float
             s.close()
     closed_by_peer = 0
     end = time.monotonic() + duration
-    while time.monotonic() < end and conns:
+    parent = os.getppid()
+    while time.monotonic() < end and conns and os.getppid() == parent:
         time.sleep(1.0)
         alive = []
         for s in conns:
