@@ -71,7 +71,7 @@ def test_an_untrusted_invite_gets_one_403_never_retransmitted_never_towards_madd
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim:
         stranger.bind(("127.0.0.7", 0))
         victim.bind(("127.0.0.8", 0))
-        me, victim_port = stranger.getsockname()[1], victim.getsockname()[1]
+        victim_port = victim.getsockname()[1]
         invite = (f"INVITE urn:service:sos SIP/2.0\r\n"
                   f"Via: SIP/2.0/UDP 127.0.0.8:{victim_port};branch=z9hG4bKspoof1;maddr=127.0.0.8;rport\r\n"
                   f"Max-Forwards: 70\r\nFrom: <sip:x@127.0.0.7>;tag=s1\r\nTo: <urn:service:sos>\r\n"
