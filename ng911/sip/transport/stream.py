@@ -85,8 +85,8 @@ class StreamConnection(Protocol):
         self.outbound = outbound
         self.keys = keys                  # remote-index keys this connection is filed under
         self.flow: Flow | None = None
-        self.framer = StreamFramer(max_header_size=owner.max_header_size,
-                                   max_body_size=owner.max_body_size)
+        self.framer = StreamFramer(max_header_size=owner.max_header_size, max_body_size=owner.max_body_size,
+                                   max_message_size=owner.guard.buffer if owner.guard is not None else None)
         self.last_activity = 0.0
         self.open = False
         self.closed_here = False          # we closed it (idle, framing error, shutdown)
@@ -274,10 +274,9 @@ class StreamTransport:
 
     def set_guard(self, guard: StreamGuard) -> None:
         """Enforce limits (see the module docstring); a message larger than the buffer is
-        refused by the framer as soon as its head says so."""
+        refused (413) by the framer as soon as its head says so."""
         self.guard = guard
         self.max_header_size = min(self.max_header_size, guard.buffer)
-        self.max_body_size = min(self.max_body_size, guard.buffer)
 
     # -- TLS seam: endpoint hooks --------------------------------------------------------------
 

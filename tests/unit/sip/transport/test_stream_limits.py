@@ -106,3 +106,16 @@ def test_untrusted_connections_idle_out_sooner_than_trusted_ones() -> None:
     assert ut.disconnecting and not tt.disconnecting
     h.reactor.advance(300.0)
     assert tt.disconnecting
+
+
+def test_a_message_within_the_buffer_passes_whole_one_beyond_it_by_its_head_gets_413() -> None:
+    h = Harness(buffer=4096)
+    proto, t = h.accept("127.0.0.9")
+    body = b"x" * 3900
+    head = b"MESSAGE sip:a@127.0.0.1 SIP/2.0\r\nl: %d\r\n\r\n" % len(body)
+    proto.dataReceived(head)
+    proto.dataReceived(body)
+    assert len(h.messages) == 1 and h.shed == []
+    big = b"x" * 4080  # its body alone fits, head + body does not
+    proto.dataReceived(b"MESSAGE sip:a@127.0.0.1 SIP/2.0\r\nl: %d\r\n\r\n" % len(big))
+    assert h.shed == ["buffer"] and not proto.open
