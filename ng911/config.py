@@ -544,7 +544,8 @@ KEYS: tuple[Key, ...] = (
         "Octets a stream connection may buffer of a message not yet complete; past it the "
         "connection is closed.", _integer(minimum=4096, maximum=64 << 20)),
     Key("limits.handshake_timeout", _SECONDS, _d(LimitSettings, "handshake_timeout"),
-        "A new stream connection must finish its TLS handshake and a first message this fast.",
+        "A new stream connection from an untrusted source must finish its TLS handshake and a first "
+        "message this fast, else it is closed (slowloris); it is also closed after 32 s idle.",
         _number(positive=True, maximum=600)),
 
     Key("routing", TABLE, None, "Which calls go to which queue."),

@@ -28,6 +28,7 @@ from twisted.web.server import Site
 
 from ng911 import __version__
 from ng911.call.state import CallState, FailoverCause
+from ng911.sip.limits import SHED_REASONS
 from ng911.sip.timers import TimerName
 
 __all__ = [
@@ -184,6 +185,18 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("build_info", Gauge, "ng911_build_info", "Always 1; the version is the label.", ("version",)),
     MetricSpec("hunt_attempts", Counter, "ng911_hunt_attempts_total",
                "Answer points tried by the hunt, by result.", ("result",), {"result": HUNT_RESULTS}),
+    MetricSpec("sip_shed", Counter, "ng911_sip_shed_total",
+               "SIP messages and connections refused by the [limits], by reason (rate_*: dropped "
+               "unread; untrusted_*: answered statelessly or dropped; *_cap: 503 or closed).",
+               ("reason",), {"reason": SHED_REASONS}),
+    MetricSpec("sip_tracked_sources", Gauge, "ng911_sip_tracked_sources",
+               "Untrusted source addresses the rate limiter remembers (<= limits.tracked_sources)."),
+    MetricSpec("sip_transactions", Gauge, "ng911_sip_transactions",
+               "SIP transactions held (<= limits.max_transactions, trusted INVITEs aside)."),
+    MetricSpec("sip_dialogs", Gauge, "ng911_sip_dialogs",
+               "SIP dialogs held (<= limits.max_dialogs, emergency calls aside)."),
+    MetricSpec("sip_connections", Gauge, "ng911_sip_connections",
+               "Inbound TCP and TLS connections held (<= limits.max_connections, trusted peers aside)."),
 )
 
 
@@ -227,6 +240,11 @@ class MetricsSink(Protocol):
     cluster_held_requests: Any
     build_info: Any
     hunt_attempts: Any
+    sip_shed: Any
+    sip_tracked_sources: Any
+    sip_transactions: Any
+    sip_dialogs: Any
+    sip_connections: Any
 
 
 class _Labelled:

@@ -22,6 +22,7 @@ from ng911 import __version__
 from ng911.call.controller import Controller
 from ng911.call.observer import CallObserver
 from ng911.config import Settings
+from ng911.emergency.classify import classify
 from ng911.metrics import Metrics, serve_metrics, sip_message_kind
 from ng911.routing.health import HealthMonitor
 from ng911.routing.pool import AnswerPoint
@@ -30,8 +31,10 @@ from ng911.sip.message import Request, Response
 from ng911.sip.stack import SipStack
 from ng911.sip.transport.tls import TlsCredentials
 from ng911.sip.transaction.actions import TransactionTimeout
+from ng911.sip.transport.rules import ip_address_of
 from ng911.sip.trust import TrustPolicy
 from ng911.sip.ua import CSEQ_GAP, UaConfig
+from ng911.sip.uri import parse_uri
 from ng911.store import db as store_db
 from ng911.store.store import PENDING_EPOCH, SqlStore
 
@@ -80,6 +83,10 @@ class Service:
             self.member.start()
         if self.seat_listener is not None:
             self.seat_listener.start()
+        for host in peer_hosts(self.settings):  # an answer point named by host: its address too
+            if ip_address_of(host) is None:
+                self.reactor.resolve(host).addCallbacks(self.stack.exempt_host, lambda f, h=host: log.warning(
+                    "cannot resolve %s (an answer point's host): its traffic is limited as a stranger's", h))
         metrics = self.settings.metrics
         port = serve_metrics(self.reactor, self.registry, metrics.host, metrics.port,
                              tls=self.tls if metrics.https else None)
@@ -143,6 +150,13 @@ class Service:
         tls = self.stack.manager.streams.get("TLS")
         for direction, n in list(getattr(tls, "handshake_failures", {}).items()):
             self._count(("tls", direction), n, metrics.tls_handshake_failures.labels(direction=direction))
+        stack = self.stack  # the [limits]: what is held, and every refusal by reason
+        for reason, n in list(stack.shed.items()):
+            self._count(("sip_shed", reason), n, metrics.sip_shed.labels(reason=reason))
+        metrics.sip_transactions.set(len(stack.ua.layer))
+        metrics.sip_dialogs.set(len(stack.ua.dialogs))
+        metrics.sip_connections.set(stack.connections.total if stack.connections is not None else 0)
+        metrics.sip_tracked_sources.set(len(stack.rate) if stack.rate is not None else 0)
 
     def _count(self, key: Any, total: int, counter: Any) -> None:
         delta = total - self._counted.get(key, 0)
@@ -206,6 +220,23 @@ def prepare_database(settings: Settings) -> bool:
         )
 
 
+def peer_hosts(settings: Settings) -> set[str]:
+    """Hosts of the answer points, transfer targets and media server: their responses and
+    in-dialog requests (a position's BYE, REFER) are never shed by the [limits]. A host name
+    is resolved once when the node starts (one address): give these URIs as addresses."""
+    uris = [ap.uri for q in settings.routing.queues for ap in q.answer_points]
+    uris += list(settings.transfer_targets) + ([settings.media] if settings.media else [])
+    hosts = set()
+    for uri in uris:
+        try:
+            host = getattr(parse_uri(uri), "host", None)
+        except ValueError:
+            continue
+        if host:
+            hosts.add(host.strip("[]"))
+    return hosts
+
+
 def make_service(settings: Settings, reactor: Any, *, store: Any = None, registry: CollectorRegistry | None = None) -> Service:
     registry = registry or CollectorRegistry()
     metrics = Metrics(registry)
@@ -252,6 +283,9 @@ def make_service(settings: Settings, reactor: Any, *, store: Any = None, registr
     controller.attach(stack.ua)
     if "TLS" in stack.manager.streams:  # limits.handshake_timeout: a TLS handshake's deadline
         stack.manager.streams["TLS"].handshake_timeout = settings.limits.handshake_timeout  # type: ignore[attr-defined]
+    psap_uris = settings.routing.psap_uris
+    stack.set_limits(settings.limits, trusts=controller.trust.trusts, exempt_hosts=peer_hosts(settings),
+                     is_emergency=lambda request: classify(request, psap_uris) == "emergency")
 
     def ap_result(ap: AnswerPoint, ok: bool, changed: bool) -> None:
         metrics.answer_point_up.labels(answer_point=ap.name).set(1 if ap.up else 0)

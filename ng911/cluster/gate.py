@@ -13,6 +13,11 @@ A *request* (responses always pass: a peer asked, so this node is its target) is
   the heartbeat confirms the lease, what is held for calls still ours goes out in order; what
   is held for calls taken from us is dropped.
 
+A fenced Call-ID is remembered while something on this node could still send on it: the call
+was detached (its timers cancelled, its sessions forgotten), so only transactions already in
+flight can, and they end within 64*T1 (32 s). ``FENCED_TTL`` keeps it ten times that, and
+``FENCED_MEMORY`` bounds the count whatever the rate of takeovers (oldest forgotten first).
+
 Calls whose row is not written yet (new calls while the database is away) are nobody else's:
 their requests pass, so a database outage never stops a new emergency call.
 """
@@ -29,6 +34,8 @@ log = logging.getLogger("ng911.cluster")
 
 #: fenced Call-IDs remembered (oldest forgotten first): far more than calls live on a node
 FENCED_MEMORY = 100_000
+#: seconds a fenced Call-ID is remembered: well past 64*T1, when its last transaction has ended
+FENCED_TTL = 320.0
 #: requests held at most; past it the oldest are dropped (their transactions retransmit over
 #: UDP, or time out and are handled as any lost request)
 HELD_MAX = 10_000
@@ -43,13 +50,15 @@ class SendGate:
     lease is not confirmed)."""
 
     def __init__(self, inner: Any, *, may_send: Callable[[], bool], stored: Callable[[str], bool],
-                 clock: Callable[[], float] = time.monotonic, max_age: float = HELD_MAX_AGE) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_age: float = HELD_MAX_AGE,
+                 fenced_ttl: float = FENCED_TTL) -> None:
         self.inner = inner
         self.may_send = may_send
         self.stored = stored
         self.clock = clock
         self.max_age = max_age
-        self._fenced: OrderedDict[str, None] = OrderedDict()
+        self.fenced_ttl = fenced_ttl
+        self._fenced: OrderedDict[str, float] = OrderedDict()  # Call-ID -> when fenced (in order)
         # (Call-ID, transaction) -> (request, destination, when first held)
         self._held: OrderedDict[tuple[str, str], tuple[Request, Any, float]] = OrderedDict()
         self.dropped = 0  # requests never sent: their call was taken from this node
@@ -62,7 +71,7 @@ class SendGate:
     def send(self, message: Any, dest: Any) -> None:
         if isinstance(message, Request):
             call_id = message.call_id
-            if call_id in self._fenced:
+            if call_id in self._fenced and not self._expired(call_id):
                 self.dropped += 1
                 return
             if not self.may_send() and self.stored(call_id):
@@ -80,11 +89,14 @@ class SendGate:
     # --- the member's verdicts --------------------------------------------------------------
     def fence(self, call_ids: Any) -> None:
         """These SIP Call-IDs are another node's now: never send a request on them again."""
+        now = self.clock()
+        fenced = self._fenced
         for call_id in call_ids:
-            self._fenced[call_id] = None
-            self._fenced.move_to_end(call_id)
-            while len(self._fenced) > FENCED_MEMORY:
-                self._fenced.popitem(last=False)
+            fenced[call_id] = now
+            fenced.move_to_end(call_id)
+        while len(fenced) > FENCED_MEMORY:
+            fenced.popitem(last=False)
+        self._forget_old(now)
         for key in [k for k in self._held if k[0] in self._fenced]:
             del self._held[key]
             self.dropped += 1
@@ -107,12 +119,31 @@ class SendGate:
             log.info("lease confirmed: sent %d held request(s)", sent)
         return sent
 
+    def _expired(self, call_id: str) -> bool:
+        now = self.clock()
+        if now - self._fenced[call_id] <= self.fenced_ttl:
+            return False
+        self._forget_old(now)
+        return True
+
+    def _forget_old(self, now: float) -> None:
+        fenced = self._fenced
+        while fenced:
+            call_id, since = next(iter(fenced.items()))
+            if now - since <= self.fenced_ttl:
+                break
+            del fenced[call_id]
+
+    @property
+    def fenced(self) -> int:
+        return len(self._fenced)
+
     @property
     def held(self) -> int:
         return len(self._held)
 
     def is_fenced(self, call_id: str) -> bool:
-        return call_id in self._fenced
+        return call_id in self._fenced and not self._expired(call_id)
 
 
 def _transaction_of(request: Request) -> str:

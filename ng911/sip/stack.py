@@ -3,6 +3,12 @@
     bytes ─TransportManager→ parse_message → stamp_received → UserAgent.receive
     UserAgent → port.send(message, dest) → TransportManager.send / send_response
     after every input: one reactor.callLater for UserAgent.next_deadline() (aioquic pattern)
+
+Limits (``set_limits``, issue 9): before a message is parsed, a source that is neither a trusted
+upstream peer nor an answer point's host spends a token of the rate limiter (a dict lookup) or
+is dropped unread; after parsing, :func:`ng911.sip.limits.refusal` decides who gets state and who
+gets one stateless answer, sent back over the flow the request came on — for UDP its source
+address, never the Via's ``maddr`` or ``received``. Every refusal is counted in ``shed``.
 """
 from __future__ import annotations
 
@@ -10,12 +16,16 @@ import logging
 from typing import Any, Callable
 
 from ng911.sip.badrequest import best_effort_400
+from ng911.sip.builders import make_response, new_tag
+from ng911.sip.limits import ConnectionCounter, LogThrottle, RateLimiter, Refusal, refusal
 from ng911.sip.message import Request, Response, parse_message
 from ng911.sip.errors import SipParseError
 from ng911.sip.transport.flow import Destination, Flow, TransportError, default_port
 from ng911.sip.transport.manager import TransportManager
 from ng911.sip.transport.rules import destination_for_request, socket_host, stamp_received
 from ng911.sip.timerwheel import Alarm
+from ng911.sip.transaction.keys import client_key_for_response, server_key
+from ng911.sip.transport.stream import StreamGuard
 from ng911.sip.ua import UaConfig, UaHandler, UserAgent
 from ng911.sip.uri import Uri
 
@@ -56,8 +66,54 @@ class SipStack:
         # reset, ICMP unreachable) or a stream connection with it was closed by the far end:
         # the health monitor probes an answer point there at once.
         self.transport_listeners: list[Callable[[tuple[str, int], str], None]] = []
+        # limits (set_limits): None = every source is served, as a UA or a test stack wants
+        self.limits: Any = None
+        self.rate: RateLimiter | None = None
+        self.connections: ConnectionCounter | None = None
+        self.shed: dict[str, int] = {}  # refusals by reason (ng911.sip.limits.SHED_REASONS)
+        self._trusts: Callable[[Flow], bool] = lambda flow: True
+        self._exempt_hosts: frozenset[str] = frozenset()
+        self._is_emergency: Callable[[Request], bool] = lambda request: False
+        self._parse_log = LogThrottle()
+        self._guard: StreamGuard | None = None
+
+    def set_limits(self, limits: Any, *, trusts: Callable[[Flow], bool], exempt_hosts: Any = (),
+                   is_emergency: Callable[[Request], bool] = lambda request: False) -> None:
+        """Shed untrusted sources and cap what the node holds (a ``LimitSettings``).
+
+        ``trusts(flow)``: a trusted upstream peer (``TrustPolicy.trusts``); ``exempt_hosts``:
+        addresses never shed besides (answer points, transfer targets: their responses and
+        in-dialog requests); ``is_emergency(request)``: an emergency call, taken past the
+        dialog cap when a trusted peer sends it. Call before ``listen``."""
+        self.limits = limits
+        self._trusts = trusts
+        self._exempt_hosts = frozenset(exempt_hosts)
+        self._is_emergency = is_emergency
+        self.rate = RateLimiter(limits.untrusted_rate, limits.untrusted_burst,
+                                limits.untrusted_total_rate, limits.tracked_sources)
+        self.connections = ConnectionCounter(limits.max_connections, limits.max_connections_per_source)
+        self._guard = StreamGuard(self.connections, self._exempt, self._count_shed, buffer=limits.stream_buffer,
+                                  first_message_timeout=limits.handshake_timeout)
+        self._guard_streams()
+
+    def _guard_streams(self) -> None:
+        """Every stream transport (TCP, and TLS however late it was added) shares one guard."""
+        for stream in self.manager.streams.values():
+            if self._guard is not None and stream.guard is None:
+                stream.set_guard(self._guard)
+
+    def exempt_host(self, address: str) -> None:
+        """One more address never shed (an answer point's host name, once resolved)."""
+        self._exempt_hosts = self._exempt_hosts | {address}
+
+    def _exempt(self, flow: Flow) -> bool:
+        return flow.remote[0] in self._exempt_hosts or self._trusts(flow)
+
+    def _count_shed(self, reason: str) -> None:
+        self.shed[reason] = self.shed.get(reason, 0) + 1
 
     def listen(self) -> None:
+        self._guard_streams()
         udp, tcp = self._want["UDP"], self._want["TCP"]
         if udp is not None:
             self.ports["UDP"] = self.manager.listen_udp(self.host, udp).getHost().port
@@ -93,11 +149,23 @@ class SipStack:
 
     # --- transport callbacks ---------------------------------------------------------------
     def _on_bytes(self, data: bytes, flow: Flow) -> None:
+        trusted = exempt = True
+        if self.rate is not None:
+            # before parsing: a stranger pays a token, or its message is dropped unread
+            trusted = self._trusts(flow)
+            exempt = trusted or flow.remote[0] in self._exempt_hosts
+            if not exempt:
+                reason = self.rate.admit(flow.remote[0], self.reactor.seconds())
+                if reason is not None:
+                    self._count_shed(reason)
+                    return
         try:
             msg = parse_message(data)
         except SipParseError as exc:
             self.parse_errors += 1
-            log.info("unparseable message from %s: %s", flow, exc.reason)
+            if self._parse_log.ready(self.reactor.seconds()):  # a flood of garbage: not a line each
+                log.info("unparseable message from %s: %s (%d more not logged)", flow, exc.reason,
+                         self._parse_log.take_suppressed())
             reply = best_effort_400(data, exc.reason)
             if reply is not None:
                 self.manager.send(reply, flow)
@@ -112,6 +180,13 @@ class SipStack:
                 self._alias(msg, flow)  # type: ignore[arg-type]
         if self.observer is not None:
             self.observer("received", msg, flow)
+        if self.limits is not None:
+            refused = self._refusal(msg, exempt, trusted)
+            if refused is not None:
+                self._count_shed(refused.reason)
+                if refused.status is not None:
+                    self._answer_stateless(msg, flow, refused)  # type: ignore[arg-type]
+                return
         self.ua.receive(msg, flow)
         self.wake()
 
@@ -121,6 +196,47 @@ class SipStack:
         if any(name.lower() == "alias" for name, _ in via.params):
             host, port = via.sent_by
             self.manager.alias(flow, socket_host(host), port or default_port(flow.transport))
+
+    # --- limits --------------------------------------------------------------------------------
+    def _refusal(self, msg: Request | Response, exempt: bool, trusted: bool) -> Refusal | None:
+        limits, ua = self.limits, self.ua
+        return refusal(msg, exempt=exempt, trusted=trusted, dialog_known=self._dialog_known,
+                       transaction_known=self._transaction_known, transactions=len(ua.layer),
+                       dialogs=len(ua.dialogs), max_transactions=limits.max_transactions,
+                       max_dialogs=limits.max_dialogs, is_emergency=self._emergency)
+
+    def _dialog_known(self, request: Request) -> bool:
+        try:
+            return (request.call_id, request.to.tag, request.from_.tag or "") in self.ua.dialogs
+        except (SipParseError, ValueError):
+            return False
+
+    def _transaction_known(self, msg: Request | Response) -> bool:
+        try:
+            key = server_key(msg) if isinstance(msg, Request) else client_key_for_response(msg)
+        except (SipParseError, ValueError, AttributeError):
+            return False
+        return key is not None and key in self.ua.layer
+
+    def _emergency(self, request: Request) -> bool:
+        try:
+            return self._is_emergency(request)
+        except Exception:  # an unclassifiable request is not an emergency call
+            return False
+
+    def _answer_stateless(self, request: Request, flow: Flow, refused: Refusal) -> None:
+        """One response, no transaction (nothing retransmitted), over the request's own flow."""
+        headers = (("Retry-After", str(refused.retry_after)),) if refused.retry_after else ()
+        try:
+            to_tag = None if request.to.tag else new_tag()
+            response = make_response(request, refused.status, refused.phrase or None,  # type: ignore[arg-type]
+                                     to_tag=to_tag, headers=headers)
+            data = response.to_bytes()
+        except (SipParseError, ValueError):
+            return
+        if self.observer is not None:
+            self.observer("sent", response, flow)
+        self.manager.send(data, flow)
 
     def _on_transport_error(self, flow: Flow, error: TransportError) -> None:
         log.info("transport error on %s: %s", flow, error)

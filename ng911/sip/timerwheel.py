@@ -24,6 +24,9 @@ class TimerHandle:
         self.callback = _noop  # drop references early: less garbage kept alive
 
 
+_COMPACT_MIN = 1024
+
+
 def _noop(now: float) -> None:
     return None
 
@@ -33,10 +36,13 @@ class TimerWheel:
         self._heap: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
         self._on_schedule = on_schedule  # the shell re-arms its one reactor timer
+        self._compact_at = _COMPACT_MIN
 
     def call_at(self, deadline: float, callback: Callable[[float], None]) -> TimerHandle:
         handle = TimerHandle(deadline, callback)
         heapq.heappush(self._heap, (deadline, next(self._seq), handle))
+        if len(self._heap) > self._compact_at:
+            self._compact()
         if self._on_schedule is not None:
             self._on_schedule()
         return handle
@@ -66,6 +72,13 @@ class TimerWheel:
 
     def __len__(self) -> int:
         return sum(1 for _, _, h in self._heap if not h.cancelled)
+
+    def _compact(self) -> None:
+        """Drop cancelled entries (a refresh cancels a timer far in the future: without this they
+        would stay until their deadline). Amortised O(1): the next pass waits for twice the size."""
+        self._heap = [e for e in self._heap if not e[2].cancelled]
+        heapq.heapify(self._heap)
+        self._compact_at = max(_COMPACT_MIN, 2 * len(self._heap))
 
 
 class Alarm:

@@ -133,12 +133,13 @@ class StreamFramer:
     """Frames one connection's byte stream into SIP messages and keep-alives."""
 
     __slots__ = ("_buf", "_state", "_scan", "_need", "_crlf", "_error",
-                 "max_header_size", "max_body_size")
+                 "max_header_size", "max_body_size", "max_message_size")
 
     def __init__(self, *, max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
-                 max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> None:
+                 max_body_size: int = DEFAULT_MAX_BODY_SIZE, max_message_size: int | None = None) -> None:
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
+        self.max_message_size = max_message_size  # head + body (limits.stream_buffer); None: no bound
         self._buf = bytearray()
         self._state = _IDLE
         self._scan = 0        # HEAD: the terminator search resumes here
@@ -225,7 +226,8 @@ class StreamFramer:
                 raise FramingError("Message Too Large", 513)
             head = bytes(buf[:end])
             length = content_length(head)
-            if length > self.max_body_size:
+            if length > self.max_body_size or (
+                    self.max_message_size is not None and end + 4 + length > self.max_message_size):
                 raise FramingError("Request Entity Too Large", 413, head)
             self._need = end + 4 + length
             self._state = _BODY

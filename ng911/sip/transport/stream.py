@@ -22,11 +22,18 @@ TLS seam: a TLS transport is this class with ``transport_name = "TLS"`` and the 
 hooks :meth:`StreamTransport._listen` / :meth:`StreamTransport._connect` overridden (listenSSL /
 connectSSL with a context factory, or a ``TLSMemoryBIOFactory`` wrapper). Everything else —
 framing, reuse, idle, error reporting — is shared.
+
+Limits (``set_guard``, issue 9): an inbound connection over ``limits.max_connections`` or over
+``max_connections_per_source`` from an untrusted address is aborted at once; a connection whose
+incomplete message outgrows ``stream_buffer`` is aborted; an untrusted one that completes no
+message within ``first_message_timeout`` (slowloris) is aborted, and idles out after
+``UNTRUSTED_IDLE_TIMEOUT`` instead of the transport's idle timeout. Each is counted.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IConnector, IListeningPort
@@ -34,6 +41,7 @@ from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ng911.sip.limits import UNTRUSTED_IDLE_TIMEOUT, ConnectionCounter
 from ng911.sip.transport.flow import Address, Destination, Flow, TransportError
 from ng911.sip.transport.framing import (
     DEFAULT_MAX_BODY_SIZE,
@@ -44,7 +52,7 @@ from ng911.sip.transport.framing import (
     StreamFramer,
 )
 
-__all__ = ["StreamConnection", "StreamTransport", "TcpTransport"]
+__all__ = ["StreamConnection", "StreamGuard", "StreamTransport", "TcpTransport"]
 
 log = Logger(namespace="ng911.sip.transport.stream")
 
@@ -52,6 +60,19 @@ log = Logger(namespace="ng911.sip.transport.stream")
 _connection_ids = itertools.count(1)
 
 _UNKNOWN_LOCAL: Address = ("", 0)
+
+
+@dataclass
+class StreamGuard:
+    """The limits a stream transport enforces (shared by TCP and TLS: one ``counter``).
+    ``exempt(flow)``: never shed (trusted peer, answer point); ``on_shed(reason)``: count it."""
+
+    counter: ConnectionCounter
+    exempt: Callable[[Flow], bool]
+    on_shed: Callable[[str], None]
+    buffer: int = 65_536
+    first_message_timeout: float = 10.0
+    untrusted_idle: float = UNTRUSTED_IDLE_TIMEOUT
 
 
 class StreamConnection(Protocol):
@@ -64,12 +85,16 @@ class StreamConnection(Protocol):
         self.outbound = outbound
         self.keys = keys                  # remote-index keys this connection is filed under
         self.flow: Flow | None = None
-        self.framer = StreamFramer(max_header_size=owner.max_header_size,
-                                   max_body_size=owner.max_body_size)
+        self.framer = StreamFramer(max_header_size=owner.max_header_size, max_body_size=owner.max_body_size,
+                                   max_message_size=owner.guard.buffer if owner.guard is not None else None)
         self.last_activity = 0.0
         self.open = False
         self.closed_here = False          # we closed it (idle, framing error, shutdown)
         self._idle_call: Any = None
+        self.exempt = True                # a trusted peer's (set when a guard admits it)
+        self.counted = False              # holds a place in the guard's ConnectionCounter
+        self.framed = False               # a whole message came (the first-message deadline)
+        self._deadline_call: Any = None
 
     # -- Twisted callbacks -------------------------------------------------------------------
 
@@ -95,17 +120,27 @@ class StreamConnection(Protocol):
         try:
             for event in self.framer.feed(data):
                 if event.__class__ is Message:
+                    self.framed = True
                     self.owner._deliver(event.data, flow)  # type: ignore[union-attr]
+                    if not self.open:
+                        return
                 elif event is PING:
                     self.transport.write(b"\r\n")          # RFC 5626 §3.5.1 pong
         except FramingError as exc:
             self.owner._framing_error(self, exc)
+            return
+        guard = self.owner.guard
+        if guard is not None and self.framer.buffered > guard.buffer:
+            log.debug("closing {flow}: {n} octets of an incomplete message", flow=flow,
+                      n=self.framer.buffered)
+            self.abort("buffer")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.open = False
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
-        self._idle_call = None
+        for call in (self._idle_call, self._deadline_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle_call = self._deadline_call = None
         self.owner._connection_lost(self, reason)
 
     # -- used by the owner ---------------------------------------------------------------------
@@ -122,6 +157,25 @@ class StreamConnection(Protocol):
         if self.transport is not None and not self.transport.disconnecting:
             self.transport.loseConnection()
 
+    def abort(self, reason: str) -> None:
+        """Shed: count it and drop the connection now (no waiting on a peer that reads nothing)."""
+        guard = self.owner.guard
+        if guard is not None:
+            guard.on_shed(reason)
+        self.closed_here = True
+        self.open = False
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def arm_first_message(self, timeout: float) -> None:
+        self._deadline_call = self.owner.reactor.callLater(timeout, self._first_message_check)
+
+    def _first_message_check(self) -> None:
+        self._deadline_call = None
+        if self.open and not self.framed:
+            log.debug("closing {flow}: no whole message in time", flow=self.flow)
+            self.abort("first_message_timeout")
+
     def arm_idle(self, timeout: float) -> None:
         self._idle_call = self.owner.reactor.callLater(timeout, self._idle_check, timeout)
 
@@ -132,7 +186,8 @@ class StreamConnection(Protocol):
             return
         idle_for = self.owner.reactor.seconds() - self.last_activity
         if idle_for >= timeout:
-            log.info("closing idle {flow} after {idle:.1f}s", flow=self.flow, idle=idle_for)
+            (log.info if self.exempt else log.debug)("closing idle {flow} after {idle:.1f}s", flow=self.flow,
+                                                     idle=idle_for)
             self.close()
         else:
             self._idle_call = self.owner.reactor.callLater(timeout - idle_for,
@@ -217,6 +272,13 @@ class StreamTransport:
         self._by_remote: dict[Address, StreamConnection] = {}
         self._pending: dict[Address, _Pending] = {}
         self.ports: list[IListeningPort] = []
+        self.guard: StreamGuard | None = None
+
+    def set_guard(self, guard: StreamGuard) -> None:
+        """Enforce limits (see the module docstring); a message larger than the buffer is
+        refused (413) by the framer as soon as its head says so."""
+        self.guard = guard
+        self.max_header_size = min(self.max_header_size, guard.buffer)
 
     # -- TLS seam: endpoint hooks --------------------------------------------------------------
 
@@ -322,18 +384,33 @@ class StreamTransport:
         return Flow(self.transport_name, _UNKNOWN_LOCAL, address, connection_id)
 
     def _connection_made(self, conn: StreamConnection) -> None:
-        self._by_id[conn.connection_id] = conn
         flow = conn.flow
         assert flow is not None
+        guard = self.guard
+        idle = self.idle_timeout
+        if guard is not None and not conn.outbound:
+            conn.exempt = guard.exempt(flow)
+            refused = guard.counter.admit(flow.remote[0], conn.exempt)
+            if refused is not None:
+                log.debug("{transport} refused {flow}: {reason}", transport=self.transport_name,
+                         flow=flow, reason=refused)
+                conn.abort(refused)
+                return
+            conn.counted = True
+            if not conn.exempt:
+                conn.arm_first_message(guard.first_message_timeout)
+                idle = min(idle, guard.untrusted_idle) if idle else guard.untrusted_idle
+        self._by_id[conn.connection_id] = conn
         conn.last_activity = self.reactor.seconds()
         if not conn.keys:
             conn.keys = (flow.remote,)
         for key in conn.keys:
             self._by_remote[key] = conn
-        log.info("{transport} {direction} {flow}", transport=self.transport_name,
-                 direction="connected" if conn.outbound else "accepted", flow=flow)
-        if self.idle_timeout:
-            conn.arm_idle(self.idle_timeout)
+        # a stranger's connections at debug: a connect/close loop must not flood the log
+        (log.info if conn.exempt else log.debug)("{transport} {direction} {flow}", transport=self.transport_name,
+                                                 direction="connected" if conn.outbound else "accepted", flow=flow)
+        if idle:
+            conn.arm_idle(idle)
         if conn.outbound:
             pending = self._pending.pop(conn.keys[0], None)
             if pending is not None:
@@ -355,14 +432,17 @@ class StreamTransport:
         pending.queue = []
 
     def _connection_lost(self, conn: StreamConnection, reason: Failure | None) -> None:
+        if conn.counted and self.guard is not None and conn.flow is not None:
+            conn.counted = False
+            self.guard.counter.release(conn.flow.remote[0])
         if self._by_id.get(conn.connection_id) is conn:
             del self._by_id[conn.connection_id]
         for key in conn.keys:
             if self._by_remote.get(key) is conn:
                 del self._by_remote[key]
         why = reason.getErrorMessage() if reason else ""
-        log.info("{transport} closed {flow}: {reason}", transport=self.transport_name,
-                 flow=conn.flow, reason=why)
+        (log.info if conn.exempt else log.debug)("{transport} closed {flow}: {reason}",
+                                                 transport=self.transport_name, flow=conn.flow, reason=why)
         if self.on_connection_lost is not None and conn.flow is not None and not conn.closed_here:
             self.reactor.callLater(0, self._call_lost_handler, conn.flow, why)
 
@@ -384,8 +464,11 @@ class StreamTransport:
     def _framing_error(self, conn: StreamConnection, error: FramingError) -> None:
         flow = conn.flow
         assert flow is not None
-        log.warn("bad stream on {flow}: {reason}; closing", flow=flow, reason=error.reason)
+        (log.warn if conn.exempt else log.debug)("bad stream on {flow}: {reason}; closing", flow=flow,
+                                                 reason=error.reason)
         reply: bytes | None = None
+        if self.guard is not None and error.status_hint in (413, 513):
+            self.guard.on_shed("buffer")  # a message larger than limits.stream_buffer
         if self.on_bad_stream is not None:
             try:
                 reply = self.on_bad_stream(flow, error)

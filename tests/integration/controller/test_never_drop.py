@@ -538,7 +538,6 @@ def test_position_hanging_up_mid_move_starts_a_second_move_that_waits_for_the_fi
 
     row, events = ended(node)
     assert row["answer_point"] == "ap3" and end_reason(row, events) == "caller_hangup"
-    kinds = [e["kind"] for e in events]
     assert [e["data"]["answer_point"] for e in events if e["kind"] == "moved"] == ["ap3"]
     node.assert_clean()
 

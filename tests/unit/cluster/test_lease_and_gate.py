@@ -113,6 +113,24 @@ def test_what_is_held_for_a_call_taken_from_us_is_dropped_and_never_sent():
     assert len(port.sent) == 1  # responses still pass
 
 
+def test_fenced_call_ids_are_forgotten_once_nothing_can_send_on_them_and_bounded_in_number(monkeypatch):
+    from ng911.cluster import gate as gate_module
+
+    now = [0.0]
+    port = _Port()
+    gate = SendGate(port, may_send=lambda: True, stored=lambda c: True, clock=lambda: now[0], fenced_ttl=320.0)
+    gate.fence(["old"])
+    now[0] = 319.0
+    gate.send(_request("BYE", "old", "z9hG4bK1"), "d")
+    assert port.sent == [] and gate.is_fenced("old")  # its transactions may still be in flight
+    now[0] = 321.0
+    gate.fence(["new"])
+    assert gate.fenced == 1 and not gate.is_fenced("old") and gate.is_fenced("new")
+    monkeypatch.setattr(gate_module, "FENCED_MEMORY", 3)
+    gate.fence([f"c{i}" for i in range(10)])
+    assert gate.fenced == 3 and gate.is_fenced("c9") and not gate.is_fenced("new")
+
+
 def test_calls_of_a_superseded_epoch_are_claimed_a_whole_lease_after_first_seen():
     """The process of the old epoch may still run (one name, two processes): it stops acting
     within its own lease, so nobody claims its calls before that."""
