@@ -34,6 +34,7 @@ SHED_REASONS = (
     "connections_per_source",   # limits.max_connections_per_source reached: closed at once
     "buffer",                   # a connection buffering past limits.stream_buffer: closed
     "first_message_timeout",    # no whole message within limits.handshake_timeout: closed
+    "handshakes_cap",           # TLS handshakes under way at the connection caps: closed at once
 )
 
 #: an untrusted stream connection idle this long is closed (a trusted one after the transport's

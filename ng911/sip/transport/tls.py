@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ng911.sip.limits import ConnectionCounter
 from ng911.sip.transport.flow import Address, Flow
 from ng911.sip.transport.rules import ip_address_of
 from ng911.sip.transport.stream import StreamConnection, StreamTransport
@@ -145,13 +146,36 @@ class TlsConnection(StreamConnection):
     peer_certificate: x509.Certificate | None = None  # verified (it chained to tls.ca)
     _handshake_call: Any = None
 
+    handshaking_counted = False  # holds a place in the transport's handshake counter
+
     def connectionMade(self) -> None:
         # TCP is up (flow known; the connection is indexed once the handshake completes). A
         # peer that never completes it must not hold the connection: Twisted sets no deadline.
         super().connectionMade()
+        if not self.handshake_done and not self._admit_handshake():
+            return
         if not self.handshake_done and self.owner.handshake_timeout:
             self._handshake_call = self.owner.reactor.callLater(self.owner.handshake_timeout,
                                                                 self._handshake_check)
+
+    def _admit_handshake(self) -> bool:
+        """Handshakes under way are bounded like connections (the caps count a connection only
+        from its completed handshake): before it, only the address can be judged."""
+        owner = self.owner
+        guard, counter = owner.guard, owner.handshaking
+        if guard is None or counter is None or self.outbound or self.flow is None:
+            return True
+        refused = counter.admit(self.flow.remote[0], guard.exempt(self.flow))
+        if refused is not None:
+            self.abort("handshakes_cap")
+            return False
+        self.handshaking_counted = True
+        return True
+
+    def _release_handshake(self) -> None:
+        if self.handshaking_counted and self.owner.handshaking is not None and self.flow is not None:
+            self.handshaking_counted = False
+            self.owner.handshaking.release(self.flow.remote[0])
 
     def _handshake_check(self) -> None:
         self._handshake_call = None
@@ -163,10 +187,12 @@ class TlsConnection(StreamConnection):
         if self._handshake_call is not None and self._handshake_call.active():
             self._handshake_call.cancel()
         self._handshake_call = None
+        self._release_handshake()
         super().connectionLost(reason)
 
     def handshakeCompleted(self) -> None:
         self.handshake_done = True
+        self._release_handshake()
         if self._handshake_call is not None and self._handshake_call.active():
             self._handshake_call.cancel()
         self._handshake_call = None
@@ -195,6 +221,12 @@ class TlsTransport(StreamTransport):
         self._closing = False
         #: failed (refused) handshakes by direction, "inbound" / "outbound": a metric's source
         self.handshake_failures: Counter[str] = Counter()
+        #: inbound handshakes under way, bounded as connections are (set with the guard)
+        self.handshaking: ConnectionCounter | None = None
+
+    def set_guard(self, guard: Any) -> None:
+        super().set_guard(guard)
+        self.handshaking = ConnectionCounter(guard.counter.max_total, guard.counter.max_per_source)
 
     # -- endpoint hooks ------------------------------------------------------------------------
 
@@ -248,7 +280,8 @@ class TlsTransport(StreamTransport):
             super()._connection_made(conn)
 
     def _connection_lost(self, conn: StreamConnection, reason: Failure | None) -> None:
-        if getattr(conn, "handshake_done", True) or self._closing:
+        if getattr(conn, "handshake_done", True) or self._closing or conn.closed_here:
+            # (closed_here before its handshake: shed at the caps, counted there, not a refusal)
             super()._connection_lost(conn, reason)
             return
         direction = "outbound" if conn.outbound else "inbound"

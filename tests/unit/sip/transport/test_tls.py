@@ -230,3 +230,33 @@ def test_a_connection_that_never_completes_its_handshake_is_closed(loop: Loop, t
     with pytest.raises(ConnectionResetError):  # aborted by the server
         loop.recv(silent)
     assert server.messages == [] and tls.connections == ()
+
+
+def test_handshakes_under_way_are_capped_per_untrusted_source(loop: Loop, tls_certs: Path) -> None:  # noqa: F811
+    """Connections are counted from their completed handshake; until then the handshake counter
+    bounds them: a stranger cannot hold more half-open TLS connections than its share."""
+    import socket
+
+    from ng911.sip.limits import ConnectionCounter
+    from ng911.sip.transport.stream import StreamGuard
+
+    server, port = tls_server(loop, tls_certs)
+    tls = server.manager.streams["TLS"]
+    shed: list[str] = []
+    tls.set_guard(StreamGuard(ConnectionCounter(100, 2), lambda flow: False, shed.append))
+    silent = []
+    for _ in range(4):
+        s = loop.socket(socket.SOCK_STREAM)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        silent.append(s)
+    loop.spin(lambda: len(shed) == 2)
+    assert shed == ["handshakes_cap", "handshakes_cap"]
+    assert tls.handshaking.total == 2  # type: ignore[attr-defined]
+    assert tls.handshake_failures["inbound"] == 0  # shed, not refused by TLS  # type: ignore[attr-defined]
+    for s in silent:
+        s.close()
+    loop.spin(lambda: tls.handshaking.total == 0)  # type: ignore[attr-defined]
+    settle(loop, server)
