@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ng911.sip.ua")
 
+#: ACKs a session remembers, by CSeq, to answer a retransmitted 2xx (see Session._send_ack)
+ACKS_KEPT = 4
+
 class _Retransmission:
     """One retransmission schedule (a 2xx until ACK, a reliable 1xx until PRACK).
 
@@ -464,6 +467,10 @@ class Session(Reinvites, SessionTimers, ReliableProvisionals):
         dest = self._dest_for(ack)
         ack = self._with_via(ack, dest)
         self._acks[seq] = ack
+        if len(self._acks) > ACKS_KEPT:
+            # A 2xx is retransmitted for 64*T1 at most and re-INVITEs never overlap: the first
+            # INVITE's ACK and the last few are all a long call with many refreshes needs.
+            del self._acks[min(k for k in self._acks if k != self.invite.cseq.seq)]
         if seq == self.invite.cseq.seq:
             self.last_ack = ack
         self.ua.send_ack(ack, dest)

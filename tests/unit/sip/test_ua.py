@@ -779,3 +779,12 @@ def test_loop_run_until_stops_at_the_event_that_makes_the_condition_true() -> No
     assert pair.clock.seconds() == 0.2
     assert not pair.net.run_until(lambda: a.state == SESSION_TERMINATED, timeout=1.0)
     assert pair.clock.seconds() == 1.2
+
+
+def test_a_long_call_with_many_reinvites_keeps_only_a_few_acks() -> None:
+    pair, a, b = connected()
+    for i in range(12):
+        a.reinvite(OFFER2 if i % 2 else OFFER)
+        pair.run(1.0)
+    assert a.state == SESSION_CONFIRMED and len(a._acks) <= 5
+    assert a.invite.cseq.seq in a._acks  # the first INVITE's ACK stays (its 2xx may come again)
