@@ -82,7 +82,18 @@ class _Events:
             print(json.dumps({"t": round(time.time(), 3), "event": event, **fields}), flush=True)
 
 
-class Answerer(UaHandler):
+class _Reports(UaHandler):
+    """What both roles tell: a re-INVITE (a move, or a takeover: its Contact names the node)."""
+
+    emit: _Events
+
+    def on_reinvite(self, session: Session, request: Any) -> None:
+        contacts = request.contacts
+        self.emit("reinvite", call_id=session.call_id, contact=str(contacts[0].uri) if contacts else None)
+        super().on_reinvite(session, request)
+
+
+class Answerer(_Reports):
     def __init__(self, args: argparse.Namespace, reactor: Any, emit: _Events, host: str, rtp_port: int) -> None:
         self.args, self.reactor, self.emit = args, reactor, emit
         self.host, self.rtp_port = host, rtp_port
@@ -111,7 +122,7 @@ class Answerer(UaHandler):
         self.emit("terminated", call_id=session.call_id, reason=reason)
 
 
-class Caller(UaHandler):
+class Caller(_Reports):
     def __init__(self, args: argparse.Namespace, reactor: Any, emit: _Events, done: Any) -> None:
         self.args, self.reactor, self.emit, self.done = args, reactor, emit, done
         self.ok = self.failed = self.finished = 0

@@ -30,6 +30,7 @@ LEASE = 2.0
 
 class ClusterNode(Node):
     name: str
+    tls_port: int = 0  # SIP over TLS, when the cluster was started with tls_certs
 
     def kill9(self) -> float:
         """SIGKILL; the time it was sent."""
@@ -69,11 +70,15 @@ class ClusterFactory:
         self._migrated = False
 
     def start(self, names: list[str], aps: list[Ap], *, heartbeat: float = HEARTBEAT, lease: float = LEASE,
-              extra: str = "", trace: bool = False, db_url: str | None = None) -> list[ClusterNode]:
+              extra: str = "", trace: bool = False, db_url: str | None = None,
+              tls_certs: Path | None = None) -> list[ClusterNode]:
         """``db_url``: what the nodes use (e.g. through a TCP proxy a test can cut); the
-        migration and the tests' reads go to the database directly."""
+        migration and the tests' reads go to the database directly. ``tls_certs``: every node
+        also listens on SIP over TLS (``ClusterNode.tls_port``) with node.pem, trusting ca.pem."""
         ports = {name: free_port() for name in names}
-        psap_uris = ", ".join(f'"sip:sos@{HOST}:{p}"' for p in ports.values())
+        tls_ports = {name: free_port() for name in names} if tls_certs is not None else {}
+        psap_uris = ", ".join([f'"sip:sos@{HOST}:{p}"' for p in ports.values()]
+                              + [f'"sips:sos@{HOST}:{p}"' for p in tls_ports.values()])
         started = []
         for name in names:
             workdir = self.workdir / name
@@ -85,6 +90,11 @@ class ClusterFactory:
             text = text.replace(f'psap_uris = ["sip:sos@{HOST}:{ports[name]}"]', f"psap_uris = [{psap_uris}]")
             if trace:
                 text = text.replace('transports = ["udp", "tcp"]', 'transports = ["udp", "tcp"]\ntrace = true')
+            if tls_certs is not None:
+                text = text.replace('transports = ["udp", "tcp"]',
+                                    f'transports = ["udp", "tcp", "tls"]\ntls_port = {tls_ports[name]}')
+                text += (f'\n[tls]\ncertificate = "{tls_certs / "node.pem"}"\nprivate_key = "{tls_certs / "node.key"}"\n'
+                         f'ca = "{tls_certs / "ca.pem"}"\n')
             config = workdir / f"{name}.toml"
             config.write_text(text)
             if not self._migrated:
@@ -93,6 +103,7 @@ class ClusterFactory:
             node = ClusterNode(workdir, config, db_url or self.db_url, ports[name], metrics_port,
                                direct_db_url=self.db_url)
             node.name = name
+            node.tls_port = tls_ports.get(name, 0)
             self.nodes.append(node)
             started.append(node)
         for node in started:
