@@ -443,3 +443,51 @@ def test_the_reference_lists_every_key() -> None:
     for key in KEYS:
         if not key.is_table:
             assert f"| `{key.path}` |" in ref
+
+
+# --- issue 9: TLS files, trust, HTTPS exposure, limits -------------------------------------------
+
+TLS_DIR = EXAMPLES.resolve() / "tls"
+
+
+def with_tls(raw: dict[str, Any]) -> dict[str, Any]:
+    raw = with_(raw, "tls.certificate", str(TLS_DIR / "node.pem"))
+    raw = with_(raw, "tls.private_key", str(TLS_DIR / "node.key"))
+    return with_(raw, "tls.ca", str(TLS_DIR / "ca.pem"))
+
+
+def test_an_exposed_http_listener_must_speak_https() -> None:
+    assert error_of(with_(minimal(), "metrics.host", "0.0.0.0")) == (
+        "metrics.https: must be true when metrics.host is not a loopback address (got 0.0.0.0): "
+        "set tls.certificate and serve HTTPS")
+    assert error_of(with_(minimal(), "api.https", True)) == "tls.certificate: is required when api.https is true"
+    s = load(with_(with_(with_tls(minimal()), "metrics.host", "0.0.0.0"), "metrics.https", True))
+    assert s.metrics.https and s.metrics.host == "0.0.0.0"
+
+
+def test_tls_files_are_checked_and_come_together() -> None:
+    assert error_of(with_(minimal(), "tls.certificate", "/nonexistent/node.pem")).startswith(
+        "tls.certificate: cannot read '/nonexistent/node.pem'")
+    assert error_of(with_(minimal(), "tls.certificate", str(TLS_DIR / "node.pem"))) == (
+        "tls.private_key: is required with tls.certificate")
+    assert error_of(with_(minimal(), "tls.ca", str(EXAMPLES.resolve() / "single-node.toml"))).endswith(
+        "is not a PEM file")
+    assert error_of(with_(minimal(), "sip.transports", ["udp", "tls"])) == (
+        'tls.certificate: is required when sip.transports has "tls"')
+
+
+def test_require_tls_needs_a_tls_listener_and_empty_trusted_needs_tls() -> None:
+    assert error_of(with_(minimal(), "upstream.require_tls", True)) == (
+        'upstream.require_tls: needs "tls" in sip.transports (no peer could be trusted)')
+    raw = with_(with_(with_tls(minimal()), "sip.transports", ["tls"]), "upstream.trusted", [])
+    raw = with_(with_(raw, "upstream.require_tls", True), "upstream.trusted_identities", ["esrp.example.net"])
+    s = load(raw)
+    assert s.upstream.require_tls and s.upstream.trusted == () and s.upstream.trusted_identities == ("esrp.example.net",)
+
+
+def test_limits_and_transfer_targets_are_read() -> None:
+    raw = with_(with_(minimal(), "limits.untrusted_rate", 5), "transfer.allowed_targets", ["sip:psap2@127.0.0.9"])
+    s = load(raw)
+    assert s.limits.untrusted_rate == 5.0 and s.limits.max_dialogs == 10_000
+    assert s.transfer_targets == ("sip:psap2@127.0.0.9",)
+    assert error_of(with_(minimal(), "limits.max_connections", 0)).startswith("limits.max_connections: must be")
