@@ -175,6 +175,9 @@ class Refusal:
 
 
 RETRY_AFTER = 5  # s, in a 503 for a cap: the caps are about bursts, not a long outage
+#: past this many times limits.max_transactions, even the methods spared at the cap are refused
+#: (every growing structure has a bound), new emergency calls from trusted peers excepted
+HARD_CAP_FACTOR = 2
 
 _FORBIDDEN = Refusal("untrusted_stateless", 403, "Forbidden: untrusted peer")
 _FORBIDDEN_INVITE = Refusal("untrusted_stateless_403", 403, "Forbidden: untrusted peer")
@@ -229,8 +232,13 @@ def refusal(msg: Any, *, exempt: bool, trusted: bool, dialog_known: Callable[[An
             return _NO_DIALOG
     if method == "ACK":
         return None
-    if transactions >= max_transactions and not (exempt and method in _TRUSTED_PAST_CAP):
-        if not transaction_known(msg):
+    if transactions >= max_transactions and not transaction_known(msg):
+        if not (exempt and method in _TRUSTED_PAST_CAP):
+            return _TRANSACTIONS
+        if transactions >= HARD_CAP_FACTOR * max_transactions and not (
+                method == "INVITE" and trusted and _new_emergency(msg, is_emergency)):
+            # The spared methods are bounded too (a trusted address can still be spoofed, or
+            # misbehave): past twice the cap only new emergency calls from trusted peers pass.
             return _TRANSACTIONS
     if method == "INVITE" and dialogs >= max_dialogs:
         try:
@@ -240,3 +248,10 @@ def refusal(msg: Any, *, exempt: bool, trusted: bool, dialog_known: Callable[[An
         if new and not (trusted and is_emergency(msg)) and not transaction_known(msg):
             return _DIALOGS
     return None
+
+
+def _new_emergency(msg: Any, is_emergency: Callable[[Any], bool]) -> bool:
+    try:
+        return msg.to.tag is None and is_emergency(msg)
+    except (SipParseError, ValueError):
+        return False

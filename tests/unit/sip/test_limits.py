@@ -134,6 +134,17 @@ def test_transaction_cap_spares_trusted_invites_bye_cancel_and_retransmissions()
     assert verdict(request("ACK", to_tag="t"), **full) is None
 
 
+def test_past_twice_the_transaction_cap_only_new_trusted_emergency_calls_pass() -> None:
+    full = dict(exempt=True, trusted=True, transactions=200)
+    for method in ("BYE", "CANCEL"):
+        assert verdict(request(method), **full).reason == "transactions_cap", method
+    assert verdict(request("INVITE"), emergency=False, **full).reason == "transactions_cap"
+    assert verdict(request("INVITE", to_tag="t"), **full).reason == "transactions_cap"  # a re-INVITE
+    assert verdict(request("INVITE"), **full) is None
+    assert verdict(request("INVITE"), exempt=True, trusted=False, transactions=200).reason == "transactions_cap"
+    assert verdict(request("BYE"), tsx=True, **full) is None  # a retransmission holds no new state
+
+
 def test_dialog_cap_takes_emergency_calls_from_trusted_peers_only() -> None:
     full = dict(exempt=True, dialogs=10)
     assert verdict(request("INVITE"), trusted=True, **full) is None
