@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ng911-soak-"))
     work.mkdir(parents=True, exist_ok=True)
     for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind like Ctrl-C: every finally runs
-        signal.signal(sig, _interrupt)
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # under nohup, a hang-up stays ignored
+            signal.signal(sig, _interrupt)
     print(f"# soak {args.stamp}: {args.rate:g} calls/s, hold {args.hold:g} s, {args.duration:g} s; logs in {work}; "
           f"results {args.out}.csv/.png", flush=True)
     soak: Soak | None = None
