@@ -174,7 +174,12 @@ class Soak:
         a = self.args
         last_write = time.monotonic()
         next_at = self.t0 + a.interval
-        while self.caller.returncode is None:
+        ended: float | None = None  # when the caller exited: the tail runs from there
+        while ended is None or time.time() < ended + a.tail:
+            if ended is None and self.caller.returncode is not None:
+                ended = time.time()
+                print(f"caller exited {self.caller.returncode}; sampling the idle node for {a.tail:g} s", flush=True)
+                continue
             time.sleep(max(0.0, next_at - time.time()))
             next_at += a.interval
             prev = self.rows[-1]
@@ -226,19 +231,23 @@ class Soak:
         after_warmup = next((r for r in load if r["t_s"] >= a.warmup), None)
         end = load[-1] if load else rows[-1]
         last = rows[-1]
+        gcs = [f"{r['ts'][11:19]} {r['msg']}" for r in self.node.log_records() if "full GC" in r.get("msg", "")]
         cpu = [r["cpu_pct"] for r in load if r["cpu_pct"] == r["cpu_pct"]]
         return "\n".join([
             f"load: {a.rate:g} calls/s for {a.duration:g} s, held {a.hold:g} s; {len(rows)} samples every {a.interval:g} s",
             f"RSS: start {rows[0]['rss_mb']:.1f} MB (idle), after warm-up ({a.warmup:g} s) "
             f"{after_warmup['rss_mb'] if after_warmup else math.nan:.1f} MB, end of load {end['rss_mb']:.1f} MB, "
-            f"max {max(r['rss_mb'] for r in rows):.1f} MB, after the last call {last['rss_mb']:.1f} MB",
-            f"RSS slope after warm-up: {slope_mb_per_hour(steady):+.1f} MB/hour ({len(steady)} samples)",
+            f"max {max(r['rss_mb'] for r in rows):.1f} MB, at the end (idle, --tail after the last call) {last['rss_mb']:.1f} MB",
+            f"RSS slope after warm-up: {slope_mb_per_hour(steady):+.1f} MB/hour ({len(steady)} samples); "
+            f"over its second half {slope_mb_per_hour(steady[len(steady) // 2:]):+.1f} MB/hour",
             f"setup (INVITE → 200) p50 {percentile([ms for _, ms in times], 0.5):.0f} ms, "
             f"p99 {percentile([ms for _, ms in times], 0.99):.0f} ms, max {max((ms for _, ms in times), default=math.nan):.0f} ms;"
             f" p99 per quarter: " + ", ".join(quarters),
             f"calls: caller ok {last['caller_ok']}, failed {last['caller_failed']} (placed {int(a.rate * a.duration)}); "
             f"node: answered {last['answered']:.0f}, other outcomes {last['not_answered']:.0f}; "
             f"active at the end {last['active_calls']:.0f}",
+            "node's full GCs (only when it carries no call, checked every 300 s): "
+            + ("; ".join(gcs) if gcs else "none"),
             f"node CPU during the load: mean {sum(cpu) / max(1, len(cpu)):.0f} % of a core; fds "
             f"{rows[0]['fds']} → {end['fds']}; store queue max {max(r['store_queue'] for r in rows):.0f}",
         ])
@@ -293,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=10.0, help="one sample every this many s (default 10)")
     parser.add_argument("--warmup", type=float, default=300.0,
                         help="RSS slope from this many s into the load (default 300: calls up, caches full)")
+    parser.add_argument("--tail", type=float, default=330.0,
+                        help="after the last call, sample the idle node this long, s (default 330: it runs "
+                             "its idle full GC within 300 s)")
     parser.add_argument("--capacity", type=int, default=60,
                         help="calls each of the 3 answer points takes (default 60: 180 places for ~120 calls)")
     parser.add_argument("--out", type=Path, help="CSV/PNG path without suffix (default bench/results/soak-<date>)")
@@ -315,7 +327,6 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 soak.start()
                 soak.run()
-                print(f"caller exited {soak.caller.returncode}", flush=True)
             except KeyboardInterrupt:
                 print("interrupted: figures so far", flush=True)
             finally:
