@@ -863,10 +863,40 @@ def _build_tls(t: dict[str, Any], base_dir: Path) -> TlsSettings:
         for name in ("private_key", "ca"):
             if paths[name] is None:
                 raise ConfigError(f"tls.{name}", "is required with tls.certificate")
+        _check_tls_files(paths)
     elif paths["private_key"] is not None or paths["ca"] is not None:
         raise ConfigError("tls.certificate", "is required with tls.private_key and tls.ca")
     return TlsSettings(certificate=paths["certificate"], private_key=paths["private_key"], ca=paths["ca"],
                        require_client_certificate=t["require_client_certificate"])
+
+
+def _check_tls_files(paths: dict[str, str | None]) -> None:
+    """The files parse and the key is the certificate's: found here, not when the listener
+    starts (one error naming the key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    def read(name: str) -> bytes:
+        with open(paths[name], "rb") as f:  # type: ignore[arg-type]
+            return f.read()
+
+    try:
+        cert = x509.load_pem_x509_certificates(read("certificate"))[0]
+    except ValueError as exc:
+        raise ConfigError("tls.certificate", f"{paths['certificate']!r} holds no readable certificate ({exc})") from None
+    try:
+        x509.load_pem_x509_certificates(read("ca"))
+    except ValueError as exc:
+        raise ConfigError("tls.ca", f"{paths['ca']!r} holds no readable certificate ({exc})") from None
+    try:
+        key = serialization.load_pem_private_key(read("private_key"), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("tls.private_key", f"{paths['private_key']!r} is not an unencrypted PEM private key ({exc})") from None
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, spki) != cert.public_key().public_bytes(
+            serialization.Encoding.DER, spki):
+        raise ConfigError("tls.private_key", f"{paths['private_key']!r} is not the key of tls.certificate "
+                                             f"{paths['certificate']!r}")
 
 
 def _overlap(a: str, b: str) -> bool:

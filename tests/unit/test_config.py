@@ -474,6 +474,11 @@ def test_tls_files_are_checked_and_come_together() -> None:
         "is not a PEM file")
     assert error_of(with_(minimal(), "sip.transports", ["udp", "tls"])) == (
         'tls.certificate: is required when sip.transports has "tls"')
+    wrong_key = with_(with_tls(minimal()), "tls.private_key", str(TLS_DIR / "upstream.key"))
+    assert error_of(wrong_key) == (f"tls.private_key: '{TLS_DIR / 'upstream.key'}' is not the key of "
+                                   f"tls.certificate '{TLS_DIR / 'node.pem'}'")
+    not_a_key = with_(with_tls(minimal()), "tls.private_key", str(TLS_DIR / "node.pem"))
+    assert error_of(not_a_key).startswith("tls.private_key: ") and "not an unencrypted PEM private key" in error_of(not_a_key)
 
 
 def test_require_tls_needs_a_tls_listener_and_empty_trusted_needs_tls() -> None:
