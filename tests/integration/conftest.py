@@ -94,6 +94,31 @@ def free_port() -> int:
     raise RuntimeError("no free port pair on 127.0.0.1")
 
 
+def media_port() -> int:
+    """SIPp's ``-mp``: it binds that port and the next three (audio and video RTP/RTCP), so all
+    four must be free (one taken made a SIPp exit at start: "Unable to bind video RTP socket")."""
+    for _ in range(500):
+        base = random.randint(PORT_RANGE[0], PORT_RANGE[1] - 3) & ~1
+        block = range(base, base + 4)
+        if any(p in _handed_out for p in block):
+            continue
+        sockets = []
+        try:
+            for p in block:
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    sock = socket.socket(socket.AF_INET, kind)
+                    sockets.append(sock)
+                    sock.bind((HOST, p))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        _handed_out.update(block)
+        return base
+    raise RuntimeError("no four free ports in a row on 127.0.0.1")
+
+
 def port_bound(port: int, proto: str) -> bool:
     """Whether some socket is bound to 127.0.0.1/0.0.0.0:port (UDP) or listening on it (TCP),
     read from /proc/net so the check never touches the port itself."""
@@ -383,7 +408,7 @@ class SippFactory:
         argv += [
             "-t", transport, "-i", HOST, "-p", str(port), "-m", str(calls),
             "-nostdin", "-timeout", f"{timeout:g}", "-timeout_error",
-            "-cp", str(free_port()), "-mp", str(free_port()),
+            "-cp", str(free_port()), "-mp", str(media_port()),
             "-trace_stat", "-stf", "stats.csv", "-fd", "1",
             "-trace_err", "-error_file", "errors.log",
         ]

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import pytest
 
 from tests.integration.cluster.kamailio import HOST, Kamailio
-from tests.integration.conftest import REPORT, SIPP, free_port, wait_until
+from tests.integration.conftest import REPORT, SIPP, free_port, media_port, wait_until
 from tests.integration.controller.conftest import SipMsg, SippProcess
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ class Sipps:
             argv.append(remote)
         argv += ["-i", HOST, "-p", str(port), "-t", transport, "-nostdin", "-aa",
                  "-timeout", f"{timeout:g}s", "-timeout_error",
-                 "-cp", str(free_port()), "-mp", str(free_port()),
+                 "-cp", str(free_port()), "-mp", str(media_port()),
                  "-trace_msg", "-message_file", "messages.log",
                  "-trace_err", "-error_file", "errors.log",
                  "-trace_stat", "-stf", "stats.csv", "-fd", "1", *extra]

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.conftest import free_port, port_bound, wait_until
+from tests.integration.conftest import free_port, media_port, port_bound, wait_until
 from tests.pg import pg_server, postgres_url  # noqa: F401  (pg_server is a fixture)
 
 HOST = "127.0.0.1"
@@ -288,7 +288,7 @@ class SippFactory:
             argv.append(remote)
         argv += ["-i", HOST, "-p", str(port), "-t", transport, "-nostdin", "-aa",
                  "-timeout", f"{timeout:g}s", "-timeout_error",
-                 "-cp", str(free_port()), "-mp", str(free_port()),
+                 "-cp", str(free_port()), "-mp", str(media_port()),
                  "-trace_msg", "-message_file", "messages.log",
                  "-trace_err", "-error_file", "errors.log",
                  "-trace_logs", "-log_file", "actions.log",
