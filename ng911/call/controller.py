@@ -105,13 +105,9 @@ class Controller(UaHandler):
 
     def attach(self, ua: UserAgent) -> None:
         self.ua = ua
-        ua.vouch = self._vouched
-
-    def _vouched(self, source: Any) -> bool:
-        """A TLS peer with a trusted certificate may act in a dialog another address set up
-        (an upstream element's redundant partner after its own takeover); an address may not."""
-        return getattr(source, "transport", None) == "TLS" and self.trust.trusts_identities(
-            getattr(source, "peer_identities", ()))
+        # A TLS peer with a trusted certificate may act in a dialog another address set up (an
+        # upstream element's redundant partner after its own takeover); an address may not.
+        ua.vouch = self.trust.trusts_certificate
 
     def on_unbound(self, session: Session, request: Request, source: Any) -> None:
         call = self._call_of(session)

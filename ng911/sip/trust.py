@@ -42,12 +42,17 @@ class TrustPolicy:
         """Whether a request that came over ``flow`` comes from a trusted upstream peer."""
         if flow is None:
             return False
-        if getattr(flow, "transport", None) == "TLS" and self.trusts_identities(getattr(flow, "peer_identities", ())):
+        if self.trusts_certificate(flow):
             return True
         if self.require_tls:
             return False
         remote = getattr(flow, "remote", None)
         return bool(remote) and self.trusts_address(remote[0])
+
+    def trusts_certificate(self, flow: Any) -> bool:
+        """A TLS flow whose verified certificate is trusted (whatever its address)."""
+        return getattr(flow, "transport", None) == "TLS" and self.trusts_identities(
+            getattr(flow, "peer_identities", ()))
 
     def trusts_identities(self, identities: Iterable[str]) -> bool:
         """A verified certificate's identities: trusted when any is listed, or when no list is
